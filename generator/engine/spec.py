@@ -1,0 +1,217 @@
+"""ModelSpec: the validated form of a model's Copier answers, and one-line errors for bad specs."""
+
+from __future__ import annotations
+
+import keyword
+import sys
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SmtError
+
+# Keys Copier itself writes into an answers file.
+COPIER_KEYS = frozenset({"_src_path", "_commit"})
+# Package names that would shadow what the generated code imports.
+RESERVED_PACKAGE_NAMES = frozenset({"torch", "numpy", "pyarrow", "tests", "test", "generator"})
+
+
+def _check_identifier(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"{value!r} is not a Python identifier; use letters, digits and '_' ({what})")
+    if keyword.iskeyword(value) or keyword.issoftkeyword(value):
+        raise ValueError(f"{value!r} is a Python keyword; choose another {what}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Objective(_Strict):
+    name: str
+    weight: float = Field(default=1.0, gt=0)
+
+    _name = field_validator("name")(lambda v: _check_identifier(v, "objective name"))
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _int_weight_is_fine(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class SparseFeature(_Strict):
+    name: str
+    cardinality: int = Field(ge=1)
+    embedding_dim: int = Field(default=16, ge=1, le=1024)
+    multi_valued: bool = False
+
+    _name = field_validator("name")(lambda v: _check_identifier(v, "feature name"))
+
+
+class DenseFeature(_Strict):
+    name: str
+
+    _name = field_validator("name")(lambda v: _check_identifier(v, "feature name"))
+
+
+class Serving(_Strict):
+    max_params: int = Field(ge=1)
+    max_mflops_per_example: float = Field(gt=0)
+
+    @field_validator("max_mflops_per_example", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TechniqueUse(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hyperparameters(_Strict):
+    """Template-level hyperparameters a model may override; defaults live in the template."""
+
+    embedding_dim: int | None = Field(default=None, ge=1, le=1024)
+    dense_arch_layers: list[int] | None = None
+    over_arch_layers: list[int] | None = None
+    tower_layers: list[int] | None = None
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    learning_rate: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    train_examples: int | None = Field(default=None, ge=1)
+    eval_examples: int | None = Field(default=None, ge=1)
+
+    @field_validator("dense_arch_layers", "over_arch_layers", "tower_layers")
+    @classmethod
+    def _positive_widths(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(width < 1 for width in value):
+            raise ValueError("every layer width must be at least 1")
+        return value
+
+    @field_validator("dropout", "learning_rate", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ModelSpec(_Strict):
+    """A model's inputs: objectives, features, serving budget and techniques."""
+
+    model_name: str
+    description: str = ""
+    objectives: list[Objective] = Field(min_length=1, max_length=8)
+    sparse_features: list[SparseFeature] = Field(min_length=1)
+    dense_features: list[DenseFeature] = Field(default_factory=list)
+    serving: Serving
+    techniques: list[TechniqueUse] = Field(default_factory=list)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        _check_identifier(value, "model name")
+        if value in RESERVED_PACKAGE_NAMES or value in sys.stdlib_module_names:
+            raise ValueError(f"{value!r} would shadow a module the model imports; choose another name")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSpec:
+        seen: dict[str, str] = {}
+        for field, items in (("sparse_features", self.sparse_features), ("dense_features", self.dense_features)):
+            for index, feature in enumerate(items):
+                if feature.name in seen:
+                    raise _FieldProblem(
+                        f"{field}[{index}].name",
+                        f"duplicate feature name {feature.name!r} (also in {seen[feature.name]}); feature names must be unique",
+                    )
+                if feature.name.startswith("label_"):
+                    raise _FieldProblem(f"{field}[{index}].name", f"{feature.name!r}: the prefix 'label_' is reserved for objective labels")
+                seen[feature.name] = field
+        names: set[str] = set()
+        for index, objective in enumerate(self.objectives):
+            if objective.name in names:
+                raise _FieldProblem(f"objectives[{index}].name", f"duplicate objective name {objective.name!r}")
+            names.add(objective.name)
+        used: set[str] = set()
+        for index, use in enumerate(self.techniques):
+            if use.name in used:
+                raise _FieldProblem(f"techniques[{index}].name", f"technique {use.name!r} is listed twice; list it once")
+            used.add(use.name)
+        return self
+
+    @property
+    def technique_names(self) -> list[str]:
+        return [use.name for use in self.techniques]
+
+
+class _FieldProblem(ValueError):
+    """A cross-field problem that knows which field it is about."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "spec"
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _FieldProblem):
+        return ctx_error.field, ctx_error.problem
+    where = _format_loc(loc)
+    if kind == "extra_forbidden":
+        return where, "unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return where, "required key is missing"
+    ctx = error.get("ctx") or {}
+    if kind == "too_short":
+        return where, f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return where, f"allows at most {ctx.get('max_length')} item(s)"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    given = error.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        message = f"{message} (got {given!r})"
+    return where, message
+
+
+def validate_spec(answers: Any, model: str) -> ModelSpec:
+    """Validate a model's answers; raise SmtError naming the model, the field and the problem."""
+    if not isinstance(answers, dict):
+        raise SmtError(f"{model}: the spec must be a YAML mapping of answers, got {type(answers).__name__}")
+    data = {key: value for key, value in answers.items() if key not in COPIER_KEYS}
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        where, problem = _describe(exc.errors()[0])
+        raise SmtError(f"{model}: {where}: {problem}") from None
+    return spec
+
+
+def spec_field_error(answers: dict[str, Any], field: str) -> str:
+    """The first problem with ``field`` in partial answers, or "" (used by Copier's validators)."""
+    data = {key: value for key, value in answers.items() if key not in COPIER_KEYS and key in ModelSpec.model_fields}
+    try:
+        ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where, problem = _describe(error)
+            if where == field or where.startswith((f"{field}.", f"{field}[")):
+                return f"{where}: {problem}"
+    return ""
