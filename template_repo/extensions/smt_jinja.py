@@ -1,0 +1,77 @@
+"""SMT's Jinja extension: applies techniques while Copier renders, so rendering stays a pure function
+of (template commit, answers) for ``copier copy``, ``copier update`` and ``smt generate`` alike.
+
+It loads the engine from this checkout of the SMT repository (``../../generator/engine``), never from
+whatever version happens to be installed: during ``copier update`` the old and the new release are
+rendered in one process, and each must apply its own techniques with its own engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from jinja2 import Environment, pass_context
+from jinja2.ext import Extension
+from jinja2.runtime import Context
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_DIR = REPO_ROOT / "generator" / "engine"
+
+
+def load_engine() -> ModuleType:
+    """This checkout's engine: the imported ``generator.engine`` if it is this very folder, else a
+    private copy under a name unique to the folder (so two releases never share modules)."""
+    imported = sys.modules.get("generator.engine")
+    if imported is not None and Path(imported.__file__ or "").resolve().parent == ENGINE_DIR:
+        return imported
+    name = "_smt_engine_" + hashlib.sha256(str(ENGINE_DIR).encode()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, ENGINE_DIR / "__init__.py", submodule_search_locations=[str(ENGINE_DIR)]
+        )
+        if spec is None or spec.loader is None:
+            raise RuntimeError(f"SMT engine not found at {ENGINE_DIR}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _answers(context: Context, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: context.get(key) for key in keys if context.get(key) is not None}
+
+
+@pass_context
+def smt_file(context: Context, text: str, target: str) -> str:
+    """Filter wrapped around every template file: techniques, black, header."""
+    engine = load_engine()
+    return engine.finish_file(REPO_ROOT, _answers(context, engine.SPEC_KEYS), target, text)
+
+
+@pass_context
+def smt_plan(context: Context) -> list[dict[str, Any]]:
+    """The model's techniques in application order: name, version, summary, reference, params."""
+    engine = load_engine()
+    return engine.describe_plan(REPO_ROOT, _answers(context, engine.SPEC_KEYS))
+
+
+@pass_context
+def smt_spec_error(context: Context, field: str) -> str:
+    """Copier validator: the first problem with ``field`` given the answers so far, or ''."""
+    engine = load_engine()
+    return engine.spec_field_error(_answers(context, engine.SPEC_KEYS), field)
+
+
+class SmtExtension(Extension):
+    """Registers ``smt_file`` (filter), ``smt_plan`` and ``smt_spec_error`` (globals) for the template."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["smt_file"] = smt_file
+        environment.globals["smt_spec_error"] = smt_spec_error
+        environment.globals["smt_plan"] = smt_plan
