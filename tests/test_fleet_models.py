@@ -1,0 +1,53 @@
+"""Every generated model of the example fleet imports, runs forward and backward, and passes its own tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+from generator.testing import import_model
+
+MODELS = sorted(path.parent.name for path in (REPO / "generated").glob("*/.copier-answers.yml"))
+TRAINED_MODEL = "feed_ctr"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_and_backward(name: str) -> None:
+    pkg = import_model(REPO / "generated" / name)
+    config = pkg.config.ModelConfig()
+    model = pkg.train.build_model(config)
+    batch = next(pkg.data.table_to_batches(pkg.data.generate_synthetic(config, 64, seed=3), 64))
+
+    logits = model(batch.dense, batch.sparse_values, batch.sparse_offsets)
+    assert tuple(logits.shape) == (64, len(config.objectives))
+    loss, per_task = pkg.train.MultiTaskLoss(config)(logits, batch.labels)
+    assert tuple(per_task.shape) == (len(config.objectives),)
+    loss.backward()
+
+    without_grad = [param_name for param_name, param in model.named_parameters() if param.grad is None]
+    assert without_grad == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_generated_tests_pass(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO / "generated" / name,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def test_short_training_run_learns() -> None:
+    pkg = import_model(REPO / "generated" / TRAINED_MODEL)
+    config = pkg.config.ModelConfig()
+    metrics = pkg.train.train(config, steps=300)
+    for objective, values in metrics.items():
+        assert values["ne"] < 0.95, (objective, values)
+        assert values["auc"] > 0.6, (objective, values)
