@@ -44,3 +44,20 @@ def test_copier_copy_gives_the_same_tree_as_smt_generate(tmp_path: Path) -> None
     )
     assert read_tree(destination) == read_tree(REPO / "generated/marketplace")
     assert yaml.safe_load((destination / ".copier-answers.yml").read_text())["techniques"] == _answers("marketplace")["techniques"]
+
+
+def test_copier_copy_refuses_an_unknown_technique(tmp_path: Path) -> None:
+    spec = _answers("marketplace")
+    spec["techniques"] = [{"name": "no_such_technique"}]
+    answers = tmp_path / "answers.yml"
+    answers.write_text(yaml.safe_dump(spec))
+    destination = tmp_path / "out"
+    copier = Path(sys.executable).with_name("copier")
+    proc = subprocess.run(
+        [str(copier), "copy", "--trust", "--defaults", "--quiet", "--data-file", str(answers), str(REPO / "template_repo"), str(destination)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "techniques[0].name: unknown technique 'no_such_technique'" in proc.stderr
+    assert not destination.exists()

@@ -8,7 +8,7 @@ beyond libcst, black, pydantic and PyYAML (no PyTorch).
 from __future__ import annotations
 
 from .errors import SmtError
-from .pipeline import SPEC_KEYS, FileRenderer, describe_plan, TemplateSources, finish_file, load_sources, plan_techniques, renderer_for
+from .pipeline import SPEC_KEYS, FileRenderer, answer_problem, describe_plan, TemplateSources, finish_file, load_sources, plan_techniques, renderer_for
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
@@ -20,6 +20,7 @@ __all__ = [
     "SmtError",
     "Technique",
     "TemplateSources",
+    "answer_problem",
     "describe_plan",
     "finish_file",
     "load_library",

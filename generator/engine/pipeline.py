@@ -21,7 +21,7 @@ from .config_params import add_technique_params
 from .errors import SmtError
 from .layout import add_header, format_python
 from .patch import apply_patch, parse_patch
-from .spec import ModelSpec, validate_spec
+from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
 TEMPLATE_DIR = "template_repo"
@@ -235,3 +235,20 @@ def describe_plan(root: Path, answers: Mapping[str, object]) -> list[dict[str, o
         }
         for applied in plan
     ]
+
+
+def answer_problem(root: Path, answers: Mapping[str, object], field: str) -> str:
+    """Copier's validator for one question: the first problem with ``field``, or ''.
+
+    For ``techniques`` the whole plan is checked too (unknown techniques or params, preconditions,
+    requires, conflicts), as ``smt`` does, so ``copier copy`` refuses the same specs.
+    """
+    problem = spec_field_error(dict(answers), field)
+    if problem or field != "techniques":
+        return problem
+    model = str(answers.get("model_name", "<unnamed model>"))
+    try:
+        plan_techniques(validate_spec(dict(answers), model), load_sources(root))
+    except SmtError as error:
+        return str(error).removeprefix(f"{model}: ")
+    return ""

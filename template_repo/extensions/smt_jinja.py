@@ -64,7 +64,7 @@ def smt_plan(context: Context) -> list[dict[str, Any]]:
 def smt_spec_error(context: Context, field: str) -> str:
     """Copier validator: the first problem with ``field`` given the answers so far, or ''."""
     engine = load_engine()
-    return engine.spec_field_error(_answers(context, engine.SPEC_KEYS), field)
+    return engine.answer_problem(REPO_ROOT, _answers(context, engine.SPEC_KEYS), field)
 
 
 class SmtExtension(Extension):
