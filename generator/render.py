@@ -8,6 +8,7 @@ formatted once.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from copier import run_copy
 
 from . import engine
 from .engine import SmtError
+from .engine.pipeline import LOCAL_TECHNIQUES_DIR
 from .fleet import ANSWERS_FILE
 
 TEMPLATE_DIR = "template_repo"
@@ -23,18 +25,24 @@ TEMPLATE_DIR = "template_repo"
 RenderedTree = dict[str, str]  # path relative to the model folder -> file text
 
 
-def check_spec(root: Path, answers: dict[str, Any], model: str) -> engine.ModelSpec:
-    """Validate a spec and its technique plan without rendering; raise SmtError on a problem."""
-    spec = engine.validate_spec(answers, model)
-    engine.plan_techniques(spec, engine.load_sources(root))
-    return spec
+def check_spec(root: Path, answers: dict[str, Any], model: str, model_dir: Path | None = None) -> tuple[engine.AppliedTechnique, ...]:
+    """Validate a spec and plan its techniques without rendering; raise SmtError on a problem."""
+    engine.validate_spec(answers, model)
+    return engine.plan_for(root, answers, model_dir)[1]
 
 
-def render_model(root: Path, answers: dict[str, Any], model: str) -> RenderedTree:
-    """Render one model from the template in ``root``'s working tree; the answers file is excluded."""
-    check_spec(root, answers, model)
+def render_model(root: Path, answers: dict[str, Any], model: str, model_dir: Path | None = None) -> RenderedTree:
+    """Render one model from the template in ``root``'s working tree.
+
+    ``model_dir`` is the model's folder, whose ``local_techniques/`` (if any) are applied too; the
+    result excludes the inputs (the answers file and local techniques).
+    """
+    check_spec(root, answers, model, model_dir)
     data = {key: value for key, value in answers.items() if not key.startswith("_")}
     with tempfile.TemporaryDirectory(prefix=f"smt-{model}-") as tmp:
+        local = model_dir / LOCAL_TECHNIQUES_DIR if model_dir is not None else None
+        if local is not None and local.is_dir():
+            shutil.copytree(local, Path(tmp) / LOCAL_TECHNIQUES_DIR, ignore=shutil.ignore_patterns("__pycache__"))
         try:
             run_copy(
                 str(root / TEMPLATE_DIR),
@@ -52,7 +60,7 @@ def render_model(root: Path, answers: dict[str, Any], model: str) -> RenderedTre
         tree = {
             path.relative_to(tmp).as_posix(): path.read_text()
             for path in sorted(Path(tmp).rglob("*"))
-            if path.is_file()
+            if path.is_file() and path.relative_to(tmp).parts[0] != LOCAL_TECHNIQUES_DIR
         }
     tree.pop(ANSWERS_FILE, None)
     return tree

@@ -8,11 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.pipeline import LOCAL_TECHNIQUES_DIR
 from .fleet import ANSWERS_FILE
 from .render import RenderedTree
 
 # Left behind by running a model's tests or tools; never part of the generated code.
 IGNORED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".smt"})
+# A model's inputs, kept as they are by `smt generate`: its spec and its own techniques.
+INPUTS = (ANSWERS_FILE, LOCAL_TECHNIQUES_DIR)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def read_tree(directory: Path) -> RenderedTree:
     tree = {}
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
-        if path.is_file() and not _ignored(relative) and relative.as_posix() != ANSWERS_FILE:
+        if path.is_file() and not _ignored(relative) and relative.parts[0] not in INPUTS:
             try:
                 tree[relative.as_posix()] = path.read_text()
             except UnicodeDecodeError:
@@ -67,7 +70,7 @@ def compare(current: RenderedTree, rendered: RenderedTree) -> list[FileChange]:
 
 
 def write_tree(directory: Path, rendered: RenderedTree, answers_text: str | None = None) -> None:
-    """Replace ``directory`` with ``rendered`` plus its spec, all at once.
+    """Replace ``directory`` with ``rendered`` plus its inputs (spec, local techniques), all at once.
 
     The new tree is built next to the old one and swapped in with two renames, so an interrupted
     write leaves either the old or the new folder, never a mix. ``answers_text`` replaces the spec;
@@ -83,6 +86,8 @@ def write_tree(directory: Path, rendered: RenderedTree, answers_text: str | None
     staging.mkdir()
     spec = answers_text if answers_text is not None else (directory / ANSWERS_FILE).read_text()
     (staging / ANSWERS_FILE).write_text(spec)
+    if (directory / LOCAL_TECHNIQUES_DIR).is_dir():
+        shutil.copytree(directory / LOCAL_TECHNIQUES_DIR, staging / LOCAL_TECHNIQUES_DIR)
     for relative, text in rendered.items():
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)

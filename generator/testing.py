@@ -23,8 +23,7 @@ from typing import Any
 import yaml
 
 from .engine.layout import format_python
-from .engine.patch import apply_patch, parse_patch
-from .engine.pipeline import load_sources
+from .engine.pipeline import apply_technique, load_sources
 from .engine.technique import load_technique
 from .fleet import find_root
 from .render import render_model
@@ -86,11 +85,13 @@ def assert_golden(technique_dir: Path) -> None:
             before_path.parent.mkdir(parents=True, exist_ok=True)
             before_path.write_text(render_reference(target))
         assert before_path.is_file(), f"{before_path} missing; run the test with {UPDATE_ENV}=1 to create it"
-        patch = parse_patch(source, str(technique_dir / target))
         points = sources.extension_points.get(target, {})
+        params = {param.name: param.default for param in technique.params}
 
         def apply(text: str) -> str:
-            return format_python(apply_patch(text, patch, target=target, technique=technique.label, extension_points=points))
+            changed = apply_technique(technique, params, target, text, points)
+            assert changed is not None, f"{technique.name} does not change {target}"
+            return format_python(changed)
 
         after = apply(before_path.read_text())
         if update:

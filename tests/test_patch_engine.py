@@ -6,7 +6,7 @@ import pytest
 
 from generator.engine import SmtError
 from generator.engine.layout import format_python
-from generator.engine.patch import apply_patch, parse_patch
+from generator.engine.patch import ExtensionPoint, apply_patch, parse_patch
 
 TARGET = '''"""A module."""
 
@@ -47,7 +47,11 @@ class Base(nn.Module):
         return helper(x)
 '''
 
-POINTS = {"Base": "the base"}
+POINTS = {
+    "Base": ExtensionPoint("Base", "replace", "the base"),
+    "Keep.forward": ExtensionPoint("Keep.forward", "replace", "a method"),
+    "after_step": ExtensionPoint("after_step", "hook", "a hook"),
+}
 
 
 def patched(source: str = TARGET, patch: str = PATCH) -> str:
@@ -80,8 +84,8 @@ def test_applying_twice_changes_nothing() -> None:
 
 
 def test_name_collision_is_an_error() -> None:
-    with pytest.raises(SmtError, match="defines 'Keep', which m.py already defines differently"):
-        patched(patch="class Keep:\n    x = 1\n")
+    with pytest.raises(SmtError, match="defines 'util' differently, but m.py already defines 'util'"):
+        patched(TARGET + "\n\ndef util():\n    return 1\n", "def util():\n    return 2\n")
 
 
 def test_unknown_extension_point_is_an_error() -> None:
@@ -92,3 +96,37 @@ def test_unknown_extension_point_is_an_error() -> None:
 def test_patch_with_statements_is_refused() -> None:
     with pytest.raises(SmtError, match="neither an import nor a definition"):
         parse_patch("print('hello')\n", "bad.py")
+
+
+HOOKED = TARGET + """
+
+def after_step(model, config) -> None:
+    \"\"\"Hook: techniques insert code here.\"\"\"
+"""
+
+
+def test_hook_bodies_are_appended_in_order_and_once() -> None:
+    first = "import torch\n\n\ndef after_step(model, config) -> None:\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    second = "def after_step(model, config) -> None:\n    model.zero_grad()\n"
+    out = patched(HOOKED, first)
+    out = format_python(apply_patch(out, parse_patch(second, "b.py"), target="m.py", technique="other 2.0.0", extension_points=POINTS))
+    hook = out[out.index("def after_step") :]
+    assert hook.index("clip_grad_norm_") < hook.index("model.zero_grad()")
+    assert "# SMT technique demo 1.0.0: inserts into hook after_step." in hook
+    assert "# SMT technique other 2.0.0: inserts into hook after_step." in hook
+    assert patched(out, first) == out  # idempotent
+
+
+def test_method_extension_point_replaces_only_that_method() -> None:
+    target = TARGET.replace("class Keep(nn.Module):\n    pass", "class Keep(nn.Module):\n    def forward(self, x):\n        return x\n\n    def other(self):\n        return 1")
+    out = patched(target, "class Keep:\n    def forward(self, x):\n        return 2 * x\n")
+    assert "return 2 * x" in out and "def other(self):" in out and "class Keep(nn.Module):" in out
+    assert "replaces extension point Keep.forward." in out
+    with pytest.raises(SmtError, match="Keep.other is not one"):
+        patched(target, "class Keep:\n    def other(self):\n        return 3\n")
+
+
+def test_collision_names_the_technique_that_added_the_name() -> None:
+    once = patched()
+    with pytest.raises(SmtError, match="technique demo 1.0.0 already added 'helper'"):
+        format_python(apply_patch(once, parse_patch("def helper(x):\n    return x\n", "b.py"), target="m.py", technique="other 2.0.0", extension_points=POINTS))

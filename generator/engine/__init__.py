@@ -8,7 +8,20 @@ beyond libcst, black, pydantic and PyYAML (no PyTorch).
 from __future__ import annotations
 
 from .errors import SmtError
-from .pipeline import SPEC_KEYS, FileRenderer, answer_problem, describe_plan, TemplateSources, finish_file, load_sources, plan_techniques, renderer_for
+from .pipeline import (
+    SPEC_KEYS,
+    FileRenderer,
+    TemplateSources,
+    answer_problem,
+    describe_plan,
+    finish_file,
+    load_local_techniques,
+    load_sources,
+    plan_for,
+    plan_techniques,
+    renderer_for,
+    trace_file,
+)
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
@@ -24,6 +37,9 @@ __all__ = [
     "describe_plan",
     "finish_file",
     "load_library",
+    "load_local_techniques",
+    "plan_for",
+    "trace_file",
     "load_sources",
     "plan_techniques",
     "renderer_for",

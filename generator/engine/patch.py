@@ -1,9 +1,10 @@
 """Apply one technique's patch source to one rendered module with libcst.
 
 A patch is ordinary Python. Its imports are added to the target (deduplicated); a top-level class or
-function named like one of the target's extension points replaces it; every other top-level definition
-is added just before the first replaced extension point (or at the end). Re-applying a patch to its own
-output changes nothing.
+function named like one of the target's extension points replaces it; a class holding only methods
+named like ``Class.method`` extension points replaces those methods; a function named like a hook
+has its body appended to the hook; every other top-level definition is added just before the first
+replaced extension point (or at the end). Re-applying a patch to its own output changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ import libcst as cst
 from .errors import SmtError
 
 Definition = cst.ClassDef | cst.FunctionDef | cst.SimpleStatementLine
+PROVENANCE_PREFIX = "# SMT technique "
+
+
+@dataclass(frozen=True)
+class ExtensionPoint:
+    """A named place of a rendered module that techniques change.
+
+    ``kind`` "replace": a top-level class or function, or a method written ``Class.method``, that
+    exactly one technique replaces. ``kind`` "hook": a function whose body techniques append to.
+    """
+
+    name: str
+    kind: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -107,9 +122,68 @@ def _same_code(left: cst.CSTNode, right: cst.CSTNode) -> bool:
 
 def _provenance(node: Definition, note: str) -> Definition:
     """Put a comment saying which technique wrote ``node`` right above it (once)."""
-    comment = cst.EmptyLine(comment=cst.Comment(f"# {note}"))
-    kept = [line for line in node.leading_lines if not (line.comment and line.comment.value.startswith("# SMT technique "))]
+    comment = cst.EmptyLine(comment=cst.Comment(f"{PROVENANCE_PREFIX}{note}"))
+    kept = [line for line in node.leading_lines if not (line.comment and line.comment.value.startswith(PROVENANCE_PREFIX))]
     return node.with_changes(leading_lines=[*kept, comment])
+
+
+def _author(node: cst.CSTNode) -> str | None:
+    """The technique named by a node's provenance comment, if a technique wrote it."""
+    for line in getattr(node, "leading_lines", ()):
+        if line.comment and line.comment.value.startswith(PROVENANCE_PREFIX):
+            return line.comment.value[len(PROVENANCE_PREFIX) :].split(":", 1)[0]
+    return None
+
+
+def _body_statements(function: cst.FunctionDef) -> list[cst.BaseStatement]:
+    """A function's statements without its docstring (and without a lone ``pass``)."""
+    statements = list(function.body.body)  # type: ignore[union-attr]
+    if statements and _is_docstring(statements[0]):
+        statements = statements[1:]
+    return [statement for statement in statements if not (isinstance(statement, cst.SimpleStatementLine) and all(isinstance(part, cst.Pass) for part in statement.body))]
+
+
+def _contains_run(haystack: Sequence[cst.CSTNode], needle: Sequence[cst.CSTNode]) -> bool:
+    """Whether ``needle`` appears as consecutive statements of ``haystack`` (same code)."""
+    for start in range(len(haystack) - len(needle) + 1):
+        if all(_same_code(haystack[start + i], node) for i, node in enumerate(needle)):
+            return True
+    return False
+
+
+def _insert_into_hook(hook: cst.FunctionDef, patch: cst.FunctionDef, technique: str) -> cst.FunctionDef:
+    """Append ``patch``'s body to the template hook ``hook`` (once), with a provenance comment."""
+    added = _body_statements(patch)
+    current = list(hook.body.body)  # type: ignore[union-attr]
+    if not added or _contains_run(current, added):
+        return hook
+    comment = cst.EmptyLine(comment=cst.Comment(f"{PROVENANCE_PREFIX}{technique}: inserts into hook {hook.name.value}."))
+    first = added[0].with_changes(leading_lines=[comment])  # type: ignore[call-arg]
+    return hook.with_changes(body=hook.body.with_changes(body=[*current, first, *added[1:]]))
+
+
+def _replace_methods(
+    target_class: cst.ClassDef, patch_class: cst.ClassDef, points: Mapping[str, ExtensionPoint], technique: str, where: str
+) -> cst.ClassDef:
+    """Replace the methods ``Class.method`` that ``patch_class`` redefines."""
+    class_name = target_class.name.value
+    methods = {
+        statement.name.value: i
+        for i, statement in enumerate(target_class.body.body)
+        if isinstance(statement, cst.FunctionDef)
+    }
+    body = list(target_class.body.body)
+    for statement in patch_class.body.body:
+        if isinstance(statement, cst.SimpleStatementLine) and _is_docstring(statement):
+            continue
+        qualified = f"{class_name}.{getattr(getattr(statement, 'name', None), 'value', '?')}"
+        if not isinstance(statement, cst.FunctionDef) or qualified not in points:
+            raise SmtError(f"{where}: class {class_name} in the patch may only redefine the methods that are extension points ({', '.join(sorted(p for p in points if p.startswith(class_name + '.'))) or 'none'}); {qualified} is not one")
+        name = statement.name.value
+        if name not in methods:
+            raise SmtError(f"{where}: the template has no method {qualified}; update the technique to the template")
+        body[methods[name]] = _provenance(statement, f"{technique}: replaces extension point {qualified}.")
+    return target_class.with_changes(body=target_class.body.with_changes(body=body))
 
 
 def apply_patch(
@@ -118,7 +192,7 @@ def apply_patch(
     *,
     target: str,
     technique: str,
-    extension_points: Mapping[str, str],
+    extension_points: Mapping[str, ExtensionPoint],
 ) -> str:
     """Return ``source`` with ``patch`` applied; raise SmtError naming the technique on a conflict."""
     module = cst.parse_module(source)
@@ -139,25 +213,66 @@ def apply_patch(
     body[last_import + 1 : last_import + 1] = new_imports
 
     index_of = {name: i for i, statement in enumerate(body) if (name := _defined_name(statement))}
-    replacements: dict[str, Definition] = {}
+    replaced: list[str] = []
     additions: list[Definition] = []
     for name, definition in patch.definitions:
-        if name in extension_points:
+        point = extension_points.get(name)
+        method_points = [p for p in extension_points if p.startswith(f"{name}.")]
+        if point is not None or (method_points and isinstance(definition, cst.ClassDef)):
             if name not in index_of:
                 raise SmtError(f"{where}: the template has no extension point {name!r} in {target}; update the technique to the template")
-            replacements[name] = _provenance(definition, f"SMT technique {technique}: replaces extension point {name}.")
+            current = body[index_of[name]]
+            if point is not None and point.kind == "hook":
+                if not (isinstance(definition, cst.FunctionDef) and isinstance(current, cst.FunctionDef)):
+                    raise SmtError(f"{where}: hook {name} is a function; define `def {name}(...)` with the hook's signature")
+                body[index_of[name]] = _insert_into_hook(current, definition, technique)
+            elif point is not None:
+                body[index_of[name]] = _provenance(definition, f"{technique}: replaces extension point {name}.")
+            else:
+                body[index_of[name]] = _replace_methods(current, definition, extension_points, technique, where)  # type: ignore[arg-type]
+            replaced.append(name)
         elif name in index_of:
             if not _same_code(body[index_of[name]], definition):
-                raise SmtError(f"{where}: defines {name!r}, which {target} already defines differently; rename it in the technique")
+                owner = _author(body[index_of[name]])
+                already = f"technique {owner} already added {name!r} to {target}" if owner else f"{target} already defines {name!r}"
+                raise SmtError(f"{where}: defines {name!r} differently, but {already}; rename one of them")
         else:
-            additions.append(_provenance(definition, f"SMT technique {technique}: adds {name}."))
+            additions.append(_provenance(definition, f"{technique}: adds {name}."))
 
-    for name, definition in replacements.items():
-        body[index_of[name]] = definition
     if additions:
-        anchor = min((index_of[name] for name in replacements), default=len(body))
+        anchor = min((index_of[name] for name in replaced), default=len(body))
         body[anchor:anchor] = additions
+        _require_used(body, additions, where, extension_points)
     return module.with_changes(body=body).code
+
+
+class _Names(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+
+def _require_used(body: Sequence[cst.CSTNode], additions: Sequence[Definition], where: str, points: Mapping[str, ExtensionPoint]) -> None:
+    """Refuse additions nothing uses: the usual sign that the template renamed an extension point."""
+    added = {id(node) for node in additions}
+    visitor = _Names()
+    for statement in body:
+        if id(statement) not in added:
+            statement.visit(visitor)
+    for node in additions:
+        own = _Names()
+        for other in additions:
+            if other is not node:
+                other.visit(own)
+        name = _defined_name(node)
+        if name and name not in visitor.names and name not in own.names:
+            known = ", ".join(sorted(points)) or "none"
+            raise SmtError(
+                f"{where}: adds {name!r} but nothing uses it; if it replaces an extension point, the template no longer has "
+                f"one by that name (extension points here: {known})"
+            )
 
 
 def _only(keys: Sequence[tuple[str, str, str | None]]) -> list[cst.SimpleStatementLine]:

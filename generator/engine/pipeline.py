@@ -13,22 +13,27 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import black
+import libcst as cst
 import yaml
 
 from .config_params import add_technique_params
 from .errors import SmtError
 from .layout import add_header, format_python
-from .patch import apply_patch, parse_patch
+from .patch import ExtensionPoint, apply_patch, parse_patch
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
 TEMPLATE_DIR = "template_repo"
 TECHNIQUES_DIR = "techniques"
+LOCAL_TECHNIQUES_DIR = "local_techniques"  # inside a model's folder, next to its spec
 VERSION_FILE = "VERSION"
 EXTENSION_POINTS_FILE = "extension_points.yml"
 CONFIG_TARGET = "config.py"
+
+Points = Mapping[str, Mapping[str, ExtensionPoint]]  # target -> name -> extension point
 
 
 @dataclass(frozen=True, eq=False)  # identity: one loaded set of sources
@@ -37,14 +42,12 @@ class TemplateSources:
 
     root: Path
     version: str
-    extension_points: Mapping[str, Mapping[str, str]]  # target -> {name: description}
+    extension_points: Points
     library: Mapping[str, Technique]
 
 
-def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap change detector for the sources (paths, sizes and mtimes)."""
-    paths = [root / TEMPLATE_DIR / VERSION_FILE, root / TEMPLATE_DIR / EXTENSION_POINTS_FILE]
-    paths += sorted((root / TECHNIQUES_DIR).glob("*/*"))
+def _stamp(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detector for source files (paths, sizes and mtimes)."""
     stamp = []
     for path in paths:
         try:
@@ -55,44 +58,89 @@ def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamp)
 
 
+def _technique_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*/*")) if directory.is_dir() else []
+
+
+def _load_points(path: Path) -> Points:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(names, dict) for names in raw.values()):
+        raise SmtError(f"{path}: expected a mapping of module -> {{extension point: description}}")
+    points: dict[str, dict[str, ExtensionPoint]] = {}
+    for target, names in raw.items():
+        points[target] = {}
+        for name, value in names.items():
+            if isinstance(value, str):
+                points[target][name] = ExtensionPoint(name, "replace", value)
+            elif isinstance(value, dict) and value.get("kind") in ("replace", "hook"):
+                points[target][name] = ExtensionPoint(name, value["kind"], str(value.get("description", "")))
+            else:
+                raise SmtError(f"{path}: {target}.{name}: expected a description or {{kind: replace|hook, description}}")
+    return points
+
+
 _SOURCES: dict[Path, tuple[tuple[tuple[str, int, int], ...], TemplateSources]] = {}
 
 
 def load_sources(root: Path) -> TemplateSources:
     """Load (or reuse) the template version, extension points and techniques under ``root``."""
     root = root.resolve()
-    stamp = _stamp(root)
+    version_path = root / TEMPLATE_DIR / VERSION_FILE
+    points_path = root / TEMPLATE_DIR / EXTENSION_POINTS_FILE
+    stamp = _stamp([version_path, points_path, *_technique_files(root / TECHNIQUES_DIR)])
     cached = _SOURCES.get(root)
     if cached and cached[0] == stamp:
         return cached[1]
-    version_path = root / TEMPLATE_DIR / VERSION_FILE
-    points_path = root / TEMPLATE_DIR / EXTENSION_POINTS_FILE
     try:
         version = version_path.read_text().strip()
-        points = yaml.safe_load(points_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SmtError(f"cannot read the template's {exc}") from None
-    if not isinstance(points, dict) or not all(isinstance(names, dict) for names in points.values()):
-        raise SmtError(f"{points_path}: expected a mapping of module -> {{extension point: description}}")
-    sources = TemplateSources(root, version, points, load_library(root / TECHNIQUES_DIR))
+    except OSError as exc:
+        raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror})") from None
+    sources = TemplateSources(root, version, _load_points(points_path), load_library(root / TECHNIQUES_DIR))
     _SOURCES[root] = (stamp, sources)
     return sources
 
 
-def plan_techniques(spec: ModelSpec, sources: TemplateSources) -> tuple[AppliedTechnique, ...]:
-    """Check a model's techniques and order them: ``requires`` first, otherwise by name.
+_LOCAL: dict[Path, tuple[tuple[tuple[str, int, int], ...], Mapping[str, Technique]]] = {}
 
-    Raises SmtError for unknown techniques or params, unmet preconditions, missing requirements,
-    declared conflicts, cycles and two techniques replacing the same extension point.
+
+def load_local_techniques(model_dir: Path | None) -> Mapping[str, Technique]:
+    """A model's own techniques, from ``<model folder>/local_techniques/<name>/`` (none if absent)."""
+    if model_dir is None:
+        return {}
+    directory = (model_dir / LOCAL_TECHNIQUES_DIR).resolve()
+    stamp = _stamp(_technique_files(directory))
+    cached = _LOCAL.get(directory)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    library = load_library(directory, local=True)
+    _LOCAL[directory] = (stamp, library)
+    return library
+
+
+def plan_techniques(
+    spec: ModelSpec, sources: TemplateSources, local: Mapping[str, Technique] | None = None
+) -> tuple[AppliedTechnique, ...]:
+    """Check a model's techniques and order them.
+
+    Shared techniques come first, then the model's local ones; within each group ``requires``,
+    ``builds_on`` and ``after`` come first, otherwise name order. Raises SmtError for unknown
+    techniques or params, unmet preconditions, missing requirements, declared conflicts, cycles
+    and two techniques replacing the same extension point.
     """
     model = spec.model_name
-    library = sources.library
+    local = local or {}
+    for name in local:
+        if name in sources.library:
+            raise SmtError(f"{model}: {LOCAL_TECHNIQUES_DIR}/{name}: a shared technique has the same name; rename the local one")
     chosen: dict[str, AppliedTechnique] = {}
     for index, use in enumerate(spec.techniques):
         where = f"{model}: techniques[{index}]"
-        technique = library.get(use.name)
+        technique = sources.library.get(use.name) or local.get(use.name)
         if technique is None:
-            known = ", ".join(library) or "none"
+            known = ", ".join([*sources.library, *(f"{name} (local)" for name in local)]) or "none"
             raise SmtError(f"{where}.name: unknown technique {use.name!r} (known: {known}; see `smt techniques`)")
         counts = {
             "min_objectives": len(spec.objectives),
@@ -111,46 +159,117 @@ def plan_techniques(spec: ModelSpec, sources: TemplateSources) -> tuple[AppliedT
         for other in applied.technique.conflicts:
             if other in chosen:
                 raise SmtError(f"{model}: techniques: {name!r} conflicts with {other!r}; keep one of them")
-    _check_replacements(model, chosen.values(), sources)
-    return tuple(_order(model, chosen))
+    shared = _order(model, {n: a for n, a in chosen.items() if not a.technique.local})
+    own = _order(model, {n: a for n, a in chosen.items() if a.technique.local}, before={a.technique.name for a in shared})
+    plan = (*shared, *own)
+    _check_replacements(model, plan, sources)
+    return plan
 
 
-def _check_replacements(model: str, plan: Sequence[AppliedTechnique] | object, sources: TemplateSources) -> None:
-    owner: dict[tuple[str, str], str] = {}
-    for applied in plan:  # type: ignore[union-attr]
+def _builds_on(applied: AppliedTechnique, other: str) -> bool:
+    return other in applied.technique.builds_on
+
+
+def _check_replacements(model: str, plan: Sequence[AppliedTechnique], sources: TemplateSources) -> None:
+    """Two techniques replacing one extension point conflict, unless the later builds on the earlier."""
+    owner: dict[tuple[str, str], AppliedTechnique] = {}
+    for applied in plan:
         technique = applied.technique
         for target, source in technique.patches:
             points = sources.extension_points.get(target)
             if points is None:
                 raise SmtError(f"technique {technique.name}: patches {target}, which has no extension points in the template")
             parsed = parse_patch(source, f"{technique.directory / target}")
-            for name, _ in parsed.definitions:
-                if name not in points:
-                    continue
-                previous = owner.setdefault((target, name), technique.name)
-                if previous != technique.name:
-                    raise SmtError(f"{model}: techniques {previous!r} and {technique.name!r} both replace extension point {name} in {target}; keep one of them")
+            for name, definition in parsed.definitions:
+                touched = [name] if name in points else []
+                if not touched and isinstance(definition, cst.ClassDef):
+                    touched = [
+                        f"{name}.{statement.name.value}"
+                        for statement in definition.body.body
+                        if isinstance(statement, cst.FunctionDef) and f"{name}.{statement.name.value}" in points
+                    ]
+                for point in touched:
+                    if points[point].kind == "hook":
+                        continue
+                    previous = owner.get((target, point))
+                    if previous is not None and not _builds_on(applied, previous.technique.name):
+                        raise SmtError(
+                            f"{model}: techniques {previous.technique.name!r} and {technique.name!r} both replace extension point "
+                            f"{point} in {target}; keep one of them (or declare builds_on: [{previous.technique.name}] in {technique.name})"
+                        )
+                    owner[(target, point)] = applied
 
 
-def _order(model: str, chosen: Mapping[str, AppliedTechnique]) -> list[AppliedTechnique]:
+def _order(model: str, chosen: Mapping[str, AppliedTechnique], before: set[str] | None = None) -> list[AppliedTechnique]:
     ordered: list[AppliedTechnique] = []
     state: dict[str, str] = {}
+    done_elsewhere = before or set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
             cycle = " -> ".join((*path, name))
-            raise SmtError(f"{model}: techniques: requirement cycle {cycle}")
+            raise SmtError(f"{model}: techniques: ordering cycle {cycle} (from requires, builds_on and after)")
         state[name] = "visiting"
-        for required in sorted(chosen[name].technique.requires):
-            visit(required, (*path, name))
+        technique = chosen[name].technique
+        for first in sorted({*technique.requires, *technique.builds_on, *technique.after}):
+            if first in chosen:
+                visit(first, (*path, name))
+            elif first in technique.builds_on and first not in done_elsewhere:
+                raise SmtError(f"{model}: techniques: {name!r} builds on {first!r}, which the model does not use; add it")
         state[name] = "done"
         ordered.append(chosen[name])
 
     for name in sorted(chosen):
         visit(name, ())
     return ordered
+
+
+def _run_codemod(technique: Technique, target: str, text: str, params: Mapping[str, Any]) -> str | None:
+    """Apply the technique's escape-hatch codemod to ``target`` if it declares it; None otherwise."""
+    if technique.codemod is None:
+        return None
+    namespace: dict[str, Any] = {"__name__": f"smt_codemod_{technique.name}"}
+    origin = technique.directory / "codemod.py"
+    exec(compile(technique.codemod, str(origin), "exec"), namespace)  # noqa: S102 - the technique's own code
+    targets = namespace.get("TARGETS")
+    transform = namespace.get("Transform")
+    if not isinstance(targets, (tuple, list)) or transform is None:
+        raise SmtError(f"{origin}: a codemod defines TARGETS (module names) and Transform (a libcst.CSTTransformer taking params)")
+    if target not in targets:
+        return None
+    return cst.parse_module(text).visit(transform(dict(params))).code
+
+
+def apply_technique(
+    technique: Technique, params: Mapping[str, Any], target: str, text: str, points: Mapping[str, ExtensionPoint]
+) -> str | None:
+    """``text`` with one technique's patch (and codemod) for ``target`` applied; None if it has none."""
+    changed = None
+    for patch_target, source in technique.patches:
+        if patch_target == target:
+            parsed = parse_patch(source, str(technique.directory / patch_target))
+            changed = apply_patch(text, parsed, target=target, technique=technique.label, extension_points=points)
+    transformed = _run_codemod(technique, target, changed if changed is not None else text, params)
+    return transformed if transformed is not None else changed
+
+
+def trace_file(sources: TemplateSources, target: str, text: str, plan: Sequence[AppliedTechnique]) -> list[tuple[str, str]]:
+    """The file after each step, formatted: [("template", text), (technique label, text), ...].
+
+    ``smt blame`` diffs consecutive steps to attribute every line to the step that wrote it.
+    """
+    steps = [("template", format_python(text))]
+    points = sources.extension_points.get(target, {})
+    for applied in plan:
+        changed = apply_technique(applied.technique, dict(applied.params), target, text, points)
+        if target == CONFIG_TARGET and applied.technique.params:
+            changed = add_technique_params(changed if changed is not None else text, [applied], target)
+        if changed is not None:
+            text = changed
+            steps.append((applied.technique.label, format_python(text)))
+    return steps
 
 
 class FileRenderer:
@@ -173,15 +292,13 @@ class FileRenderer:
         if target.endswith(".py"):
             points = self.sources.extension_points.get(target, {})
             for applied in plan:
-                technique = applied.technique
-                for patch_target, source in technique.patches:
-                    if patch_target == target:
-                        parsed = parse_patch(source, str(technique.directory / patch_target))
-                        text = apply_patch(text, parsed, target=target, technique=technique.label, extension_points=points)
-                        touched.append(technique.label)
+                changed = apply_technique(applied.technique, dict(applied.params), target, text, points)
+                if changed is not None:
+                    text = changed
+                    touched.append(applied.technique.label)
             if target == CONFIG_TARGET:
                 text = add_technique_params(text, plan, target)
-                touched += [applied.technique.label for applied in plan if applied.technique.params and applied.technique.label not in touched]
+                touched += [a.technique.label for a in plan if a.technique.params and a.technique.label not in touched]
             try:
                 text = format_python(text)
             except black.InvalidInput as exc:
@@ -202,33 +319,36 @@ def renderer_for(sources: TemplateSources) -> FileRenderer:
 
 
 SPEC_KEYS = tuple(ModelSpec.model_fields)
-_PLANS: dict[tuple[Path, str], tuple[TemplateSources, tuple[AppliedTechnique, ...]]] = {}
+_PLANS: dict[tuple[Path, str, str], tuple[TemplateSources, Mapping[str, Technique], tuple[AppliedTechnique, ...]]] = {}
 
 
-def _plan_for(root: Path, answers: Mapping[str, object]) -> tuple[TemplateSources, tuple[AppliedTechnique, ...]]:
+def plan_for(root: Path, answers: Mapping[str, object], model_dir: Path | None = None) -> tuple[TemplateSources, tuple[AppliedTechnique, ...]]:
+    """Validate a model's answers and plan its techniques (memoised per answers and sources)."""
     model = str(answers.get("model_name", "<unnamed model>"))
     sources = load_sources(root)
-    key = (sources.root, json.dumps(answers, sort_keys=True, default=str))
+    local = load_local_techniques(model_dir)
+    key = (sources.root, str(model_dir), json.dumps(answers, sort_keys=True, default=str))
     cached = _PLANS.get(key)
-    if cached is None or cached[0] is not sources:
+    if cached is None or cached[0] is not sources or cached[1] is not local:
         spec = validate_spec(dict(answers), model)
-        cached = _PLANS[key] = (sources, plan_techniques(spec, sources))
-    return cached
+        cached = _PLANS[key] = (sources, local, plan_techniques(spec, sources, local))
+    return cached[0], cached[2]
 
 
-def finish_file(root: Path, answers: Mapping[str, object], target: str, text: str) -> str:
+def finish_file(root: Path, answers: Mapping[str, object], target: str, text: str, model_dir: Path | None = None) -> str:
     """The whole per-file step, as the template's Jinja filter calls it for every rendered file."""
-    sources, plan = _plan_for(root, answers)
+    sources, plan = plan_for(root, answers, model_dir)
     return renderer_for(sources).finish(target, text, plan)
 
 
-def describe_plan(root: Path, answers: Mapping[str, object]) -> list[dict[str, object]]:
+def describe_plan(root: Path, answers: Mapping[str, object], model_dir: Path | None = None) -> list[dict[str, object]]:
     """The model's techniques in application order, with versions and effective params (for docs)."""
-    _, plan = _plan_for(root, answers)
+    _, plan = plan_for(root, answers, model_dir)
     return [
         {
             "name": applied.technique.name,
             "version": applied.technique.version,
+            "local": applied.technique.local,
             "summary": applied.technique.summary,
             "reference": applied.technique.reference,
             "params": [{"name": name, "value": value} for name, value in applied.params],
@@ -237,7 +357,7 @@ def describe_plan(root: Path, answers: Mapping[str, object]) -> list[dict[str, o
     ]
 
 
-def answer_problem(root: Path, answers: Mapping[str, object], field: str) -> str:
+def answer_problem(root: Path, answers: Mapping[str, object], field: str, model_dir: Path | None = None) -> str:
     """Copier's validator for one question: the first problem with ``field``, or ''.
 
     For ``techniques`` the whole plan is checked too (unknown techniques or params, preconditions,
@@ -248,7 +368,7 @@ def answer_problem(root: Path, answers: Mapping[str, object], field: str) -> str
         return problem
     model = str(answers.get("model_name", "<unnamed model>"))
     try:
-        plan_techniques(validate_spec(dict(answers), model), load_sources(root))
+        plan_for(root, answers, model_dir)
     except SmtError as error:
         return str(error).removeprefix(f"{model}: ")
     return ""

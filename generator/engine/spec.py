@@ -83,6 +83,18 @@ class Hyperparameters(_Strict):
     seed: int | None = None
     train_examples: int | None = Field(default=None, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)
+    label_rates: list[float] | None = None  # synthetic data: positive rate per objective
+
+    @field_validator("label_rates", mode="before")
+    @classmethod
+    def _rates(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError("expected a list of numbers, one per objective")
+        if not all(0 < v < 1 for v in value):
+            raise ValueError("every rate must be strictly between 0 and 1")
+        return [float(v) for v in value]
 
     @field_validator("dense_arch_layers", "over_arch_layers", "tower_layers")
     @classmethod
@@ -135,6 +147,9 @@ class ModelSpec(_Strict):
             if objective.name in names:
                 raise _FieldProblem(f"objectives[{index}].name", f"duplicate objective name {objective.name!r}")
             names.add(objective.name)
+        rates = self.hyperparameters.label_rates
+        if rates is not None and len(rates) != len(self.objectives):
+            raise _FieldProblem("hyperparameters.label_rates", f"has {len(rates)} rate(s) but the model has {len(self.objectives)} objective(s); give one per objective")
         used: set[str] = set()
         for index, use in enumerate(self.techniques):
             if use.name in used:

@@ -16,7 +16,8 @@ from .errors import SmtError
 PARAM_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]")
 PRECONDITIONS = ("min_objectives", "min_dense_features", "min_sparse_features")
 METADATA_FILE = "technique.yml"
-_METADATA_KEYS = {"name", "version", "summary", "reference", "params", "requires", "conflicts", "applies_to"}
+_METADATA_KEYS = {"name", "version", "summary", "reference", "params", "requires", "after", "builds_on", "conflicts", "applies_to"}
+CODEMOD_FILE = "codemod.py"
 _PARAM_KEYS = {"type", "default", "min", "max", "choices", "help"}
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
@@ -74,13 +75,17 @@ class Technique:
     params: tuple[Param, ...]
     requires: tuple[str, ...]
     conflicts: tuple[str, ...]
+    after: tuple[str, ...]  # apply after these when both are used (ordering only)
+    builds_on: tuple[str, ...]  # may re-replace extension points these replaced (implies after)
     applies_to: tuple[tuple[str, int], ...]
     patches: tuple[tuple[str, str], ...]  # (target, patch source)
     directory: Path = field(compare=False)
+    local: bool = False  # a model's own technique, stored next to its spec
+    codemod: str | None = None  # source of codemod.py, the escape hatch (a libcst transformer)
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.version}"
+        return f"{'local:' if self.local else ''}{self.name} {self.version}"
 
     @property
     def params_class_name(self) -> str:
@@ -96,6 +101,8 @@ class Technique:
         digest = hashlib.sha256((self.directory / METADATA_FILE).read_bytes())
         for target, source in self.patches:
             digest.update(target.encode() + b"\0" + source.encode())
+        if self.codemod is not None:
+            digest.update(b"codemod\0" + self.codemod.encode())
         return digest.hexdigest()[:16]
 
     def resolve_params(self, given: dict[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
@@ -160,7 +167,7 @@ def _load_param(path: Path, name: str, raw: Any) -> Param:
     return param
 
 
-def load_technique(directory: Path) -> Technique:
+def load_technique(directory: Path, local: bool = False) -> Technique:
     """Load one technique folder; raise SmtError naming the file on bad metadata."""
     path = directory / METADATA_FILE
     try:
@@ -181,7 +188,7 @@ def load_technique(directory: Path) -> Technique:
         raise _fail(path, f"version: {meta['version']!r} must look like 1.2.3")
     params = tuple(_load_param(path, name, raw) for name, raw in (meta.get("params") or {}).items())
     lists = {}
-    for key in ("requires", "conflicts"):
+    for key in ("requires", "conflicts", "after", "builds_on"):
         value = meta.get(key) or []
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise _fail(path, f"{key}: expected a list of technique names")
@@ -192,9 +199,11 @@ def load_technique(directory: Path) -> Technique:
     patches = tuple(
         (patch.name, patch.read_text())
         for patch in sorted(directory.glob("*.py"))
-        if not patch.name.startswith("test_") and patch.name != "conftest.py"
+        if not patch.name.startswith("test_") and patch.name not in ("conftest.py", CODEMOD_FILE)
     )
-    if not patches:
+    codemod_path = directory / CODEMOD_FILE
+    codemod = codemod_path.read_text() if codemod_path.is_file() else None
+    if not patches and codemod is None:
         raise _fail(directory, "a technique needs at least one patch file named after the module it changes (e.g. model.py)")
     return Technique(
         name=meta["name"],
@@ -204,19 +213,25 @@ def load_technique(directory: Path) -> Technique:
         params=params,
         requires=lists["requires"],
         conflicts=lists["conflicts"],
+        after=lists["after"],
+        builds_on=lists["builds_on"],
         applies_to=tuple(sorted(applies_to.items())),
         patches=patches,
         directory=directory,
+        local=local,
+        codemod=codemod,
     )
 
 
-def load_library(directory: Path) -> dict[str, Technique]:
+def load_library(directory: Path, local: bool = False) -> dict[str, Technique]:
     """Every technique under ``directory`` (one folder each), by name, in name order."""
     if not directory.is_dir():
+        if local:
+            return {}
         raise SmtError(f"{directory}: technique library folder not found")
     library = {}
     for folder in sorted(directory.iterdir()):
         if folder.is_dir() and (folder / METADATA_FILE).is_file():
-            technique = load_technique(folder)
+            technique = load_technique(folder, local=local)
             library[technique.name] = technique
     return library

@@ -46,25 +46,53 @@ def _answers(context: Context, keys: tuple[str, ...]) -> dict[str, Any]:
     return {key: context.get(key) for key in keys if context.get(key) is not None}
 
 
+def _copier_operation() -> str | None:
+    """"copy" or "update" while Copier runs (its context variable; copier is pinned to 9.19.1)."""
+    try:
+        from copier._main import _operation  # noqa: PLC0415 - private, read only
+    except ImportError:
+        return None
+    return _operation.get(None)
+
+
+def _model_dir(context: Context) -> Path | None:
+    """The model's folder, where its local techniques live next to the spec.
+
+    Copier renders into the destination, except during ``copier update``, which renders the old and
+    the new release into empty temporary folders: then the model repo is the working directory
+    (``copier update`` is run from it), so both sides of the merge apply its local techniques.
+    """
+    conf = context.get("_copier_conf")
+    try:
+        destination = Path(conf["dst_path"]).resolve() if conf is not None else None
+    except (KeyError, TypeError):
+        return None
+    local = load_engine().pipeline.LOCAL_TECHNIQUES_DIR
+    if destination is not None and not (destination / local).is_dir() and _copier_operation() == "update":
+        if (Path.cwd() / local).is_dir():
+            return Path.cwd()
+    return destination
+
+
 @pass_context
 def smt_file(context: Context, text: str, target: str) -> str:
     """Filter wrapped around every template file: techniques, black, header."""
     engine = load_engine()
-    return engine.finish_file(REPO_ROOT, _answers(context, engine.SPEC_KEYS), target, text)
+    return engine.finish_file(REPO_ROOT, _answers(context, engine.SPEC_KEYS), target, text, _model_dir(context))
 
 
 @pass_context
 def smt_plan(context: Context) -> list[dict[str, Any]]:
     """The model's techniques in application order: name, version, summary, reference, params."""
     engine = load_engine()
-    return engine.describe_plan(REPO_ROOT, _answers(context, engine.SPEC_KEYS))
+    return engine.describe_plan(REPO_ROOT, _answers(context, engine.SPEC_KEYS), _model_dir(context))
 
 
 @pass_context
 def smt_spec_error(context: Context, field: str) -> str:
     """Copier validator: the first problem with ``field`` given the answers so far, or ''."""
     engine = load_engine()
-    return engine.answer_problem(REPO_ROOT, _answers(context, engine.SPEC_KEYS), field)
+    return engine.answer_problem(REPO_ROOT, _answers(context, engine.SPEC_KEYS), field, _model_dir(context))
 
 
 class SmtExtension(Extension):

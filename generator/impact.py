@@ -1,0 +1,91 @@
+"""Measure what adopting a technique costs each eligible model: parameters and MFLOPs per example.
+
+Each model is rendered twice (without and with the technique), and one PyTorch subprocess builds
+both and runs the generated capacity report, so the numbers are the same accounting as
+``python -m <model> capacity``. The generator itself stays free of PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engine import SmtError, Technique
+from .fleet import Fleet
+from .render import check_spec, render_model
+from .sync import write_tree
+
+_MEASURE = """
+import importlib, json, sys
+results = {}
+for folder in sys.argv[1:]:
+    sys.path.insert(0, folder)
+    name = folder.rstrip("/").rsplit("/", 1)[-1]
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+    pkg = importlib.import_module(name)
+    config = pkg.config.ModelConfig()
+    report = pkg.serve.capacity_report(pkg.train.build_model(config), config)
+    results[folder] = {"parameters": report["parameters"], "mflops": report["mflops_per_example"]}
+    sys.path.remove(folder)
+print(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class ImpactRow:
+    model: str
+    params_without: int = 0
+    params_with: int = 0
+    mflops_without: float = 0.0
+    mflops_with: float = 0.0
+    skipped: str = ""
+
+
+def _variants(answers: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    uses = [use for use in answers.get("techniques") or [] if isinstance(use, dict)]
+    without = [use for use in uses if use.get("name") != name]
+    with_it = uses if len(without) < len(uses) else [*uses, {"name": name}]
+    return {**answers, "techniques": without}, {**answers, "techniques": with_it}
+
+
+def measure_impact(fleet: Fleet, technique: Technique) -> list[ImpactRow]:
+    """Capacity without and with ``technique`` for every model of the fleet (skips are explained)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SmtError("--impact builds models and needs PyTorch: pip install -e '.[torch]'") from None
+    rows: list[ImpactRow] = []
+    pending: list[tuple[str, Path, Path]] = []
+    with tempfile.TemporaryDirectory(prefix="smt-impact-") as tmp:
+        for entry in fleet.models():
+            without, with_it = _variants(entry.answers, technique.name)
+            try:
+                check_spec(fleet.root, with_it, entry.name, entry.directory)
+            except SmtError as error:
+                rows.append(ImpactRow(entry.name, skipped=str(error).removeprefix(f"{entry.name}: ")))
+                continue
+            folders = []
+            for label, answers in (("without", without), ("with", with_it)):
+                folder = Path(tmp) / label / entry.name
+                write_tree(folder, render_model(fleet.root, answers, entry.name, entry.directory), yaml.safe_dump(answers))
+                folders.append(folder)
+            pending.append((entry.name, folders[0], folders[1]))
+            print(f"rendered {entry.name} without and with {technique.name}", file=sys.stderr)
+        if pending:
+            args = [str(folder) for _, *pair in pending for folder in pair]
+            proc = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SmtError(f"measuring {technique.name}: a generated model failed to build:\n{proc.stderr[-2000:]}")
+            measured = json.loads(proc.stdout)
+            for model, before, after in pending:
+                b, a = measured[str(before)], measured[str(after)]
+                rows.append(ImpactRow(model, b["parameters"], a["parameters"], b["mflops"], a["mflops"]))
+    return sorted(rows, key=lambda row: row.model)

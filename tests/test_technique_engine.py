@@ -1,0 +1,198 @@
+"""Technique composition, provenance, versioning, local techniques and the codemod escape hatch,
+driven through the real `smt` CLI on a private copy of the repository."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from support import REPO, run_smt, snapshot
+
+
+def _write_technique(folder: Path, meta: dict, **files: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "technique.yml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    for name, source in files.items():
+        (folder / name.replace("__", ".")).write_text(textwrap.dedent(source))
+
+
+def _meta(name: str, **extra: object) -> dict:
+    return {"name": name, "version": "1.0.0", "summary": f"{name} test technique.", "reference": "Test.", "params": {}, **extra}
+
+
+def _use(root: Path, model: str, *techniques: dict) -> None:
+    spec_path = root / "generated" / model / ".copier-answers.yml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["techniques"] = [*spec.get("techniques", []), *techniques]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+OVER_ARCH_PATCH = '''
+    """Scale the over arch output."""
+
+    import torch
+    from torch import nn
+
+    from .config import ModelConfig
+
+
+    class OverArch(nn.Module):
+        """Shared MLP, output scaled by 0.5. Returns: tensor of shape B X output_dim."""
+
+        def __init__(self, config: ModelConfig, in_dim: int) -> None:
+            super().__init__()
+            self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+            self.output_dim = self.mlp.output_dim
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 0.5 * self.mlp(x)
+'''
+
+
+def test_recorded_versions_match_every_technique() -> None:
+    result = run_smt(REPO, "techniques", "lock", "--check")
+    assert result.code == 0, result.out + result.err
+
+
+def test_a_change_without_a_version_bump_fails_and_check_names_affected_models(repo_copy: Path) -> None:
+    patch = repo_copy / "techniques/dcn_v2/model.py"
+    patch.write_text(patch.read_text().replace("return x0 * self.projection(x) + x", "return x0 * self.projection(x) + x + 0.0"))
+
+    lock = run_smt(repo_copy, "techniques", "lock", "--check")
+    assert lock.code == 1
+    assert "dcn_v2 changed but its version is still 1.0.0; bump version" in lock.out
+    assert run_smt(repo_copy, "techniques", "lock").code == 2  # refuses to record an unbumped change
+
+    check = run_smt(repo_copy, "check")
+    assert check.code == 1
+    assert "technique dcn_v2 changed since version 1.0.0 was recorded; it affects 2 model(s): app_install, feed_ctr" in check.out
+
+    meta = repo_copy / "techniques/dcn_v2/technique.yml"
+    meta.write_text(meta.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    assert run_smt(repo_copy, "techniques", "lock").code == 0
+    assert run_smt(repo_copy, "techniques", "lock", "--check").code == 0
+
+
+def test_blame_names_technique_template_and_config_params() -> None:
+    model_py = (REPO / "generated/feed_ctr/feed_ctr/model.py").read_text().splitlines()
+    cross = next(i for i, line in enumerate(model_py, 1) if "return x0 * self.projection(x) + x" in line)
+    over = next(i for i, line in enumerate(model_py, 1) if line.startswith("class OverArch"))
+    result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
+    assert result.code == 0, result.err
+    assert "technique dcn_v2 1.0.0 (techniques/dcn_v2)" in result.out
+    result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{over}")
+    assert "template (template_repo/template/{{ model_name }}/model.py.jinja)" in result.out
+    config_py = (REPO / "generated/feed_ctr/feed_ctr/config.py").read_text().splitlines()
+    field = next(i for i, line in enumerate(config_py, 1) if "dcn_v2: DcnV2Params" in line)
+    assert "technique dcn_v2 1.0.0" in run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/config.py:{field}").out
+    bad = run_smt(REPO, "blame", "generated/feed_ctr/feed_ctr/model.py:999999")
+    assert bad.code == 2 and "the file has" in bad.err
+
+
+def test_local_technique_is_applied_kept_and_blamed(repo_copy: Path) -> None:
+    model_dir = repo_copy / "generated/notification_open"
+    _write_technique(model_dir / "local_techniques/half_over", _meta("half_over"), model__py=OVER_ARCH_PATCH)
+    _use(repo_copy, "notification_open", {"name": "half_over"})
+
+    assert run_smt(repo_copy, "check", "notification_open").code == 1
+    result = run_smt(repo_copy, "generate")
+    assert result.code == 0, result.err
+    model_py = (model_dir / "notification_open/model.py").read_text()
+    assert "# SMT technique local:half_over 1.0.0: replaces extension point OverArch." in model_py
+    assert "return 0.5 * self.mlp(x)" in model_py
+    assert (model_dir / "local_techniques/half_over/technique.yml").is_file()  # survives regeneration
+    assert "`half_over`" in (model_dir / "README.md").read_text()
+    assert run_smt(repo_copy, "check").code == 0
+
+    line = next(i for i, text in enumerate(model_py.splitlines(), 1) if "return 0.5 * self.mlp(x)" in text)
+    blame = run_smt(repo_copy, "blame", f"generated/notification_open/notification_open/model.py:{line}")
+    assert "local technique local:half_over 1.0.0 (generated/notification_open/local_techniques/half_over)" in blame.out
+
+
+def test_local_technique_takes_part_in_conflict_detection(repo_copy: Path) -> None:
+    patch = OVER_ARCH_PATCH.replace("class OverArch", "class InteractionArch").replace("in_dim: int", "dense_dim: int")
+    _write_technique(repo_copy / "generated/feed_ctr/local_techniques/mine", _meta("mine"), model__py=patch)
+    _use(repo_copy, "feed_ctr", {"name": "mine"})
+    before = snapshot(repo_copy)
+    result = run_smt(repo_copy, "generate")
+    assert result.code == 2
+    assert "techniques 'dcn_v2' and 'mine' both replace extension point InteractionArch in model.py" in result.err
+    assert snapshot(repo_copy) == before
+
+
+def test_builds_on_allows_a_second_replacement_and_orders_it(repo_copy: Path) -> None:
+    _write_technique(repo_copy / "techniques/over_a", _meta("over_a"), model__py=OVER_ARCH_PATCH)
+    _write_technique(
+        repo_copy / "techniques/aa_over_b", _meta("aa_over_b", builds_on=["over_a"]), model__py=OVER_ARCH_PATCH.replace("0.5 *", "0.25 *")
+    )
+    _use(repo_copy, "notification_open", {"name": "aa_over_b"}, {"name": "over_a"})
+    assert run_smt(repo_copy, "generate", "notification_open").code == 0, "builds_on should allow it"
+    model_py = (repo_copy / "generated/notification_open/notification_open/model.py").read_text()
+    assert "return 0.25 * self.mlp(x)" in model_py  # applied after over_a despite its name sorting first
+
+    meta = repo_copy / "techniques/aa_over_b/technique.yml"
+    meta.write_text(meta.read_text().replace("builds_on:\n- over_a", "after:\n- over_a"))
+    result = run_smt(repo_copy, "generate", "notification_open")
+    assert result.code == 2 and "both replace extension point OverArch" in result.err
+
+
+def test_cycles_missing_requirements_and_renamed_extension_points_are_errors(repo_copy: Path) -> None:
+    _write_technique(repo_copy / "techniques/one", _meta("one", after=["two"]), model__py=OVER_ARCH_PATCH)
+    _write_technique(repo_copy / "techniques/two", _meta("two", after=["one"], requires=["three"]), train__py="def after_backward(model, config) -> None:\n    pass\n")
+    _use(repo_copy, "notification_open", {"name": "one"})
+    _use(repo_copy, "search_ads_ctr", {"name": "one"}, {"name": "two"})
+    spec = yaml.safe_load((repo_copy / "generated/search_ads_ctr/.copier-answers.yml").read_text())
+
+    result = run_smt(repo_copy, "generate", "search_ads_ctr")
+    assert result.code == 2 and "'two' requires technique 'three'" in result.err
+
+    spec["techniques"] = [{"name": "one"}, {"name": "two"}]
+    meta = repo_copy / "techniques/two/technique.yml"
+    meta.write_text(meta.read_text().replace("requires:\n- three\n", ""))
+    result = run_smt(repo_copy, "generate", "search_ads_ctr")
+    assert result.code == 2 and "ordering cycle" in result.err
+
+    # The template renames OverArch under technique `one`: its class would be dead code, so it is refused.
+    for path in (repo_copy / "template_repo/extension_points.yml", repo_copy / "template_repo/template/{{ model_name }}/model.py.jinja"):
+        path.write_text(path.read_text().replace("OverArch", "SharedArch"))
+    result = run_smt(repo_copy, "generate", "notification_open")
+    assert result.code == 2
+    assert "adds 'OverArch' but nothing uses it" in result.err
+
+
+def test_codemod_escape_hatch(repo_copy: Path) -> None:
+    codemod = '''
+        """Rename the local variable in RankingModel.forward (a change no patch file can express)."""
+
+        import libcst as cst
+
+        TARGETS = ("model.py",)
+
+
+        class Transform(cst.CSTTransformer):
+            def __init__(self, params: dict) -> None:
+                self.new_name = params["name"]
+
+            def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+                return updated.with_changes(value=self.new_name) if updated.value == "shared" else updated
+    '''
+    meta = _meta("rename_shared", params={"name": {"type": "str", "default": "shared_repr"}})
+    _write_technique(repo_copy / "techniques/rename_shared", meta, codemod__py=codemod)
+    _use(repo_copy, "notification_open", {"name": "rename_shared"})
+    assert run_smt(repo_copy, "generate", "notification_open").code == 0
+    model_py = (repo_copy / "generated/notification_open/notification_open/model.py").read_text()
+    assert "shared_repr = self.over_arch(" in model_py and " shared = " not in model_py
+    assert "rename_shared 1.0.0" in model_py.splitlines()[1]
+    assert run_smt(repo_copy, "check").code == 0
+
+
+def test_techniques_show_prints_everything_a_reviewer_needs() -> None:
+    result = run_smt(REPO, "techniques", "show", "mmoe")
+    assert result.code == 0, result.err
+    for expected in ("mmoe 1.0.0:", "reference:", "num_experts: int = 4", "preconditions: min_objectives 2",
+                     "conflicts: none", "extension points: model.py:TaskTowers (replace)", "used by: app_install",
+                     "--- techniques/mmoe/model.py (patch for model.py) ---", "class TaskTowers(nn.Module):"):
+        assert expected in result.out, expected
+    assert run_smt(REPO, "techniques", "show", "nope").code == 2
