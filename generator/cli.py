@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +14,16 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
-from . import __version__, engine
+from . import __version__, adoption, engine, review
 from .engine import SmtError
+from .blame import blame as blame_line
+from .capacity import measure_fleet_capacity, over_budget
+from .engine.patch import parse_patch
+from .impact import measure_impact
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry, find_root, load_answers
 from .render import RenderedTree, render_model
 from .sync import FileChange, compare, count_lines, read_tree, write_tree
+from .versions import changed_techniques, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
 
@@ -45,7 +51,7 @@ def _render_all(fleet: Fleet, entries: list[ModelEntry], verb: str) -> dict[str,
     rendered = {}
     started = time.perf_counter()
     for index, entry in enumerate(entries, 1):
-        tree = render_model(fleet.root, entry.answers, entry.name)
+        tree = render_model(fleet.root, entry.answers, entry.name, entry.directory)
         rendered[entry.name] = (entry, tree)
         _say(f"[{index}/{len(entries)}] {verb} {entry.name} ({len(tree)} files)")
     _say(f"rendered {len(entries)} model(s) in {time.perf_counter() - started:.1f}s")
@@ -81,8 +87,12 @@ def generate(models: Models = None) -> None:
 
 
 @app.command()
-def check(models: Models = None) -> None:
-    """Exit 0 when generated/ equals a fresh regeneration, 1 listing every differing file."""
+def check(
+    models: Models = None,
+    capacity: Annotated[bool, typer.Option("--capacity", help="Also measure every model against its serving budget (needs PyTorch).")] = False,
+) -> None:
+    """Exit 0 when generated/ equals a fresh regeneration, 1 listing every differing file
+    (and, with --capacity, every model over its serving budget)."""
     try:
         fleet = Fleet(find_root())
         results = _changes(fleet, models, "checked")
@@ -91,9 +101,22 @@ def check(models: Models = None) -> None:
     stale = [(entry, change) for entry, _, changes in results for change in changes]
     if not stale:
         typer.echo(f"check: {len(results)} model(s) in sync")
+        if capacity:
+            _check_capacity(fleet, [entry.name for entry, _, _ in results])
         return
     for entry, change in stale:
         typer.echo(f"{GENERATED_DIR}/{entry.name}/{change.path}: {change.kind} (differs from a fresh regeneration)")
+    stale_models = {entry.name for entry, _ in stale}
+    try:
+        changed = changed_techniques(fleet.root, engine.load_sources(fleet.root).library)
+        users = _users(fleet, [technique.name for technique, _ in changed])
+    except SmtError as error:
+        raise _fail(error)
+    for technique, recorded in changed:
+        affected = [name for name in users[technique.name] if name in stale_models]
+        if affected:
+            since = f"since version {recorded} was recorded" if recorded else "(not yet recorded)"
+            typer.echo(f"technique {technique.name} changed {since}; it affects {len(affected)} model(s): {', '.join(affected)}")
     typer.echo(
         f"check: {len(stale)} file(s) out of sync. Generated files are not edited by hand: change the spec "
         f"({GENERATED_DIR}/<model>/{ANSWERS_FILE}), the template or a technique, then run `smt generate`."
@@ -101,17 +124,150 @@ def check(models: Models = None) -> None:
     raise typer.Exit(1)
 
 
-@app.command()
-def diff(models: Models = None) -> None:
-    """Print the unified diff that `smt generate` would apply."""
+def _check_capacity(fleet: Fleet, names: list[str]) -> None:
     try:
-        fleet = Fleet(find_root())
-        results = _changes(fleet, models, "rendered")
+        rows = measure_fleet_capacity(fleet.root, names)
     except SmtError as error:
         raise _fail(error)
-    for entry, _, changes in results:
-        for change in changes:
-            sys.stdout.write(change.unified_diff(entry.name))
+    problems = over_budget(rows)
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        typer.echo(f"check --capacity: {len(problems)} budget(s) exceeded; shrink the model (spec hyperparameters, technique params) or raise serving: in its spec")
+        raise typer.Exit(1)
+    typer.echo(f"check --capacity: {len(rows)} model(s) within their serving budgets")
+
+
+@app.command()
+def diff(
+    models: Models = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Report what the working tree changes relative to this git ref.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text, markdown (a PR description) or json; with --since.")] = "text",
+) -> None:
+    """Print the unified diff that `smt generate` would apply, or with --since REF a fleet impact report."""
+    try:
+        fleet = Fleet(find_root())
+        if since is None:
+            if output_format != "text":
+                raise SmtError("--format needs --since REF")
+            results = _changes(fleet, models, "rendered")
+        else:
+            formatter = _formatter(output_format)
+            report = review.diff_since(fleet, since, models)
+    except SmtError as error:
+        raise _fail(error)
+    if since is None:
+        for entry, _, changes in results:
+            for change in changes:
+                sys.stdout.write(change.unified_diff(entry.name))
+        return
+    sys.stdout.write(formatter(report))
+
+
+def _formatter(name: str):  # type: ignore[no-untyped-def]
+    if name not in review.FORMATTERS:
+        raise SmtError(f"--format {name!r}: choose one of {', '.join(review.FORMATTERS)}")
+    return review.FORMATTERS[name]
+
+
+Params = Annotated[Optional[list[str]], typer.Option("--param", help="Technique param NAME=VALUE (repeatable; YAML values).")]
+ModelsOption = Annotated[Optional[list[str]], typer.Option("--models", help="Models to change: comma-separated or repeated (--models a,b).")]
+Where = Annotated[Optional[str], typer.Option("--where", help="Select models by expression, e.g. \"num_objectives >= 2\".")]
+AllEligible = Annotated[bool, typer.Option("--all-eligible", help="Every model the technique applies to.")]
+
+
+@app.command()
+def preview(
+    technique: Annotated[str, typer.Argument(help="Technique to preview.")],
+    models: ModelsOption = None,
+    all_eligible: AllEligible = False,
+    param: Params = None,
+    output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+) -> None:
+    """Show what adopting TECHNIQUE would change in each model, without writing anything."""
+    try:
+        fleet = Fleet(find_root())
+        if technique not in engine.load_sources(fleet.root).library:
+            raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
+        entries = adoption.select(fleet, models, None, all_eligible or not models)
+        report = review.preview(fleet, technique, [entry.name for entry in entries], adoption.parse_params(param))
+        formatter = _formatter(output_format)
+    except SmtError as error:
+        raise _fail(error)
+    sys.stdout.write(formatter(report))
+
+
+def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool) -> None:
+    try:
+        fleet = Fleet(find_root())
+        entries = adoption.select(fleet, models, where, all_eligible)
+        outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
+        if models and outcome.not_applicable:
+            model, reason = outcome.not_applicable[0]
+            raise SmtError(f"{model}: {reason}")
+    except SmtError as error:
+        raise _fail(error)
+    verb = "dropped" if drop else "adopted"
+    for entry, answers, tree in outcome.changed:
+        write_tree(entry.directory, tree, adoption.spec_text(entry.name, answers))
+        typer.echo(f"{entry.name}: {verb} {technique}")
+    for name, reason in outcome.not_applicable:
+        typer.echo(f"{name}: not applicable: {reason}")
+    for name, reason in outcome.unchanged:
+        typer.echo(f"{name}: unchanged ({reason})")
+    typer.echo(f"{'drop' if drop else 'adopt'}: {len(outcome.changed)} model(s) {verb} {technique}, {len(outcome.not_applicable)} not applicable, {len(outcome.unchanged)} unchanged")
+
+
+@app.command()
+def adopt(
+    technique: Annotated[str, typer.Argument(help="Technique to adopt.")],
+    models: ModelsOption = None,
+    where: Where = None,
+    all_eligible: AllEligible = False,
+    param: Params = None,
+) -> None:
+    """Add TECHNIQUE to the specs of the chosen models and regenerate them (all rendered before writing)."""
+    _apply_adoption(technique, models, where, all_eligible, param, drop=False)
+
+
+@app.command()
+def drop(
+    technique: Annotated[str, typer.Argument(help="Technique to drop.")],
+    models: ModelsOption = None,
+    where: Where = None,
+    all_eligible: Annotated[bool, typer.Option("--all-eligible", help="Every model using it.")] = False,
+) -> None:
+    """Remove TECHNIQUE from the specs of the chosen models and regenerate them."""
+    _apply_adoption(technique, models, where, all_eligible, None, drop=True)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """The adoption matrix (models x techniques), template versions, sync state and adoption per release."""
+    try:
+        fleet = Fleet(find_root())
+        library = list(engine.load_sources(fleet.root).library)
+        rows = []
+        for entry in fleet.models():
+            used = [use.get("name") for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
+            in_sync = not compare(read_tree(entry.directory), render_model(fleet.root, entry.answers, entry.name, entry.directory))
+            rows.append({"model": entry.name, "template_version": adoption.template_version_of(entry.directory), "in_sync": in_sync, "techniques": used})
+        history = adoption.adoption_history(fleet.root)
+    except SmtError as error:
+        raise _fail(error)
+    if as_json:
+        typer.echo(json.dumps({"techniques": library, "models": rows, "adoption_by_release": history}, indent=2))
+        return
+    width = max(len(row["model"]) for row in rows) if rows else 5
+    short = [name[:8] for name in library]
+    typer.echo(f"{'model':<{width}}  {'template':<8}  {'sync':<5}  " + "  ".join(f"{name:<8}" for name in short))
+    for row in rows:
+        cells = "  ".join(f"{('x' if name in row['techniques'] else '.'):<8}" for name in library)
+        typer.echo(f"{row['model']:<{width}}  {row['template_version']:<8}  {('yes' if row['in_sync'] else 'NO'):<5}  {cells}")
+    pairs = sum(len(row["techniques"]) for row in rows)
+    typer.echo(f"{len(rows)} models, {len(library)} techniques, {pairs} technique-model pairs adopted")
+    if history:
+        typer.echo("adoption by release (technique-model pairs): " + "; ".join(f"{h['release']}: {h['pairs']} (+{h['adopted']} -{h['dropped']})" for h in history))
 
 
 @app.command()
@@ -123,7 +279,8 @@ def new(
     try:
         fleet = Fleet(find_root())
         answers = load_answers(data_file)
-        declared = answers.setdefault("model_name", name)
+        answers = {"model_name": name, **answers}  # the name first, as in every spec
+        declared = answers["model_name"]
         if declared != name:
             raise SmtError(f"{name}: {data_file}: model_name is {declared!r}; make it {name!r} or drop it")
         directory = fleet.directory / name
@@ -139,16 +296,40 @@ def new(
 
 
 @app.command()
-def techniques() -> None:
+def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line>")]) -> None:
+    """Say which technique (name and version), local technique or template file wrote a line."""
+    try:
+        attribution = blame_line(find_root(), location)
+    except SmtError as error:
+        raise _fail(error)
+    typer.echo(f"{location}: {attribution.author} ({attribution.source})")
+    typer.echo(f"    {attribution.text.strip()}")
+
+
+techniques_app = typer.Typer(
+    help="List techniques (default), show one, or record their versions.", invoke_without_command=True, no_args_is_help=False
+)
+app.add_typer(techniques_app, name="techniques")
+
+
+def _users(fleet: Fleet, names: list[str]) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {name: [] for name in names}
+    for entry in fleet.models():
+        for use in entry.answers.get("techniques") or []:
+            if isinstance(use, dict) and use.get("name") in users:
+                users[use["name"]].append(entry.name)
+    return users
+
+
+@techniques_app.callback()
+def techniques(ctx: typer.Context) -> None:
     """List techniques, their summaries, and the models that use each."""
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         fleet = Fleet(find_root())
         sources = engine.load_sources(fleet.root)
-        users: dict[str, list[str]] = {name: [] for name in sources.library}
-        for entry in fleet.models():
-            for use in entry.answers.get("techniques") or []:
-                if isinstance(use, dict) and use.get("name") in users:
-                    users[use["name"]].append(entry.name)
+        users = _users(fleet, list(sources.library))
     except SmtError as error:
         raise _fail(error)
     for technique in sources.library.values():
@@ -158,6 +339,91 @@ def techniques() -> None:
         typer.echo(f"    params: {params}")
         typer.echo(f"    reference: {technique.reference}")
         typer.echo(f"    used by: {used}")
+
+
+@techniques_app.command("lock")
+def techniques_lock(
+    check_only: Annotated[bool, typer.Option("--check", help="Only verify; exit 1 on a change without a version bump.")] = False,
+) -> None:
+    """Record every technique's version and fingerprint in techniques/fingerprints.yml."""
+    try:
+        root = find_root()
+        library = engine.load_sources(root).library
+        problems = version_problems(root, library)
+    except SmtError as error:
+        raise _fail(error)
+    if check_only:
+        for problem in problems:
+            typer.echo(problem.message)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo(f"techniques lock: {len(library)} technique versions match their fingerprints")
+        return
+    unbumped = [p for p in problems if "bump version" in p.message]
+    if unbumped:
+        for problem in unbumped:
+            typer.echo(f"error: {problem.message}", err=True)
+        raise typer.Exit(2)
+    write_lock(root, library)
+    typer.echo(f"techniques lock: recorded {len(library)} technique(s)")
+
+
+def _touched_points(technique: engine.Technique, sources: engine.TemplateSources) -> list[str]:
+    touched = []
+    for target, source in technique.patches:
+        points = sources.extension_points.get(target, {})
+        for name, _ in parse_patch(source, target).definitions:
+            names = [name] if name in points else [p for p in points if p.startswith(f"{name}.")]
+            touched += [f"{target}:{point} ({points[point].kind})" for point in names]
+    return touched
+
+
+@techniques_app.command("show")
+def techniques_show(
+    name: Annotated[str, typer.Argument(help="Technique name.")],
+    impact: Annotated[bool, typer.Option("--impact", help="Measure parameter and MFLOP deltas on every eligible model (needs PyTorch).")] = False,
+) -> None:
+    """Print a technique's summary, reference, params, preconditions, requires/conflicts, extension points and patch."""
+    try:
+        fleet = Fleet(find_root())
+        sources = engine.load_sources(fleet.root)
+        technique = sources.library.get(name)
+        if technique is None:
+            raise SmtError(f"{name}: unknown technique (known: {', '.join(sources.library)})")
+        users = _users(fleet, [name])[name]
+    except SmtError as error:
+        raise _fail(error)
+    typer.echo(f"{technique.name} {technique.version}: {technique.summary}")
+    typer.echo(f"reference: {technique.reference}")
+    typer.echo("params:" if technique.params else "params: none")
+    for param in technique.params:
+        bounds = "".join(f", {key} {value}" for key, value in (("min", param.min), ("max", param.max), ("choices", param.choices)) if value is not None)
+        typer.echo(f"  {param.name}: {param.type} = {param.default!r}{bounds}  {param.help}")
+    typer.echo(f"preconditions: {', '.join(f'{k} {v}' for k, v in technique.applies_to) or 'none'}")
+    for key in ("requires", "builds_on", "after", "conflicts"):
+        typer.echo(f"{key}: {', '.join(getattr(technique, key)) or 'none'}")
+    typer.echo(f"extension points: {', '.join(_touched_points(technique, sources)) or 'none (codemod only)'}")
+    typer.echo(f"used by: {', '.join(users) or 'no models yet'}")
+    for target, source in technique.patches:
+        typer.echo(f"\n--- techniques/{name}/{target} (patch for {target}) ---")
+        typer.echo(source.rstrip())
+    if technique.codemod is not None:
+        typer.echo(f"\n--- techniques/{name}/codemod.py ---\n{technique.codemod.rstrip()}")
+    if impact:
+        try:
+            rows = measure_impact(fleet, technique)
+        except SmtError as error:
+            raise _fail(error)
+        typer.echo(f"\nimpact of {name} (defaults for models that do not use it yet):")
+        typer.echo(f"{'model':<20} {'params without':>15} {'params with':>12} {'delta':>9} {'MFLOPs without':>15} {'MFLOPs with':>12} {'delta':>9}")
+        for row in rows:
+            if row.skipped:
+                typer.echo(f"{row.model:<20} skipped: {row.skipped}")
+                continue
+            typer.echo(
+                f"{row.model:<20} {row.params_without:>15,} {row.params_with:>12,} {row.params_with - row.params_without:>+9,} "
+                f"{row.mflops_without:>15.4f} {row.mflops_with:>12.4f} {row.mflops_with - row.mflops_without:>+9.4f}"
+            )
 
 
 def _run_model(entry: ModelEntry, *args: str) -> int:
@@ -209,3 +475,6 @@ def version() -> None:
 
 def main() -> None:
     app()
+
+
+from . import cli_repo  # noqa: E402,F401  (registers model-repo commands)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from support import REPO, run_smt, snapshot
 
 
@@ -107,7 +109,15 @@ def test_techniques_lists_summaries_and_users() -> None:
     assert result.code == 0, result.err
     for name in ("dcn_v2", "mmoe", "residual_mlp"):
         assert name in result.out
-    assert "used by: app_install, marketplace" in result.out  # mmoe
+    users = sorted(
+        path.parent.name
+        for path in (REPO / "generated").glob("*/.copier-answers.yml")
+        if any(use["name"] == "mmoe" for use in yaml.safe_load(path.read_text())["techniques"])
+    )
+    lines = result.out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("mmoe "))
+    used_by = next(line for line in lines[start:] if line.startswith("    used by: "))
+    assert used_by == f"    used by: {', '.join(users) or 'no models yet'}"
 
 
 def test_every_generated_file_has_the_header() -> None:
@@ -123,3 +133,15 @@ def test_generator_does_not_need_torch() -> None:
         "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules), 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_check_capacity_names_models_over_budget(repo_copy: Path) -> None:
+    spec = repo_copy / "generated/notification_open/.copier-answers.yml"
+    data = yaml.safe_load(spec.read_text())
+    data["serving"]["max_params"] = 1000
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert run_smt(repo_copy, "generate", "notification_open").code == 0
+    result = run_smt(repo_copy, "check", "--capacity", "notification_open")
+    assert result.code == 1
+    assert "notification_open: " in result.out and "over its budget of 1,000" in result.out
+    assert run_smt(repo_copy, "check", "--capacity", "feed_ctr").code == 0

@@ -1,0 +1,289 @@
+"""Model repos: `copier copy` from the SMT repo root gives what `smt generate` writes, and
+`copier update` to a new release 3-way merges template and technique changes into local edits.
+
+Everything runs for real in temporary folders: a git repo of this checkout's SMT sources with two
+release tags, model repos created from it with copier, and the `smt` CLI of this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from copier._template import load_template_config
+
+from repo_support import (
+    ANSWERS,
+    MODEL_PY,
+    commit_all,
+    copier,
+    docstring_line,
+    git,
+    make_release,
+    make_smt_repo,
+    smt,
+    spec_of,
+    write_spec,
+)
+from support import REPO
+from generator.sync import read_tree
+
+MODEL = "feed_ctr"  # uses technique dcn_v2, whose patch the release changes
+LOCAL_COMMENT = "        # local edit: residual form checked against the paper"
+
+
+class Release:
+    """The SMT repo with tags v0.1.0 and v0.2.0 and the lines the second release changed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        template = (REPO / MODEL_PY).read_text()
+        technique = (REPO / "techniques" / "dcn_v2" / "model.py").read_text()
+        self.module_doc = docstring_line(template)  # changes cleanly
+        self.mlp_doc = docstring_line(template, "class MLP(")  # changes here and, locally, in the model repo
+        self.cross_doc = docstring_line(technique, "class CrossLayer(")  # a technique-patched line
+        self.module_doc_new = self.module_doc.rstrip(".") + " (release 0.2.0)."
+        self.mlp_doc_new = self.mlp_doc.rstrip(".") + ", as of release 0.2.0."
+        self.cross_doc_new = self.cross_doc.rstrip(".") + " (dcn_v2, next version)."
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    root = make_smt_repo(tmp_path_factory.mktemp("smt") / "smt")
+    git(root, "tag", "v0.1.0")
+    made = Release(root)
+    make_release(
+        root,
+        "0.2.0",
+        template_edits={made.module_doc: made.module_doc_new, made.mlp_doc: made.mlp_doc_new},
+        technique_edits={"dcn_v2": {made.cross_doc: made.cross_doc_new}},
+    )
+    return made
+
+
+def _copy(release: Release, model: str, destination: Path, *extra: str) -> Path:
+    spec = write_spec(destination.parent / f"{destination.name}.spec.yml", spec_of(release.root, model))
+    copier(
+        destination.parent,
+        "copy",
+        "--trust",
+        "--defaults",
+        "--quiet",
+        "--data-file",
+        str(spec),
+        *extra,
+        str(release.root),
+        str(destination),
+    )
+    return destination
+
+
+def _check_update(repo: Path) -> dict:
+    return json.loads(copier(repo, "check-update", "--output-format", "json").out.strip().splitlines()[-1])
+
+
+def test_root_and_template_folder_ask_the_same_questions() -> None:
+    root = load_template_config(REPO / "copier.yml")
+    folder = load_template_config(REPO / "template_repo" / "copier.yml")
+    questions = [key for key in folder if not key.startswith("_")]
+    assert "model_name" in questions and "techniques" in questions
+    assert {key: root[key] for key in questions} == {key: folder[key] for key in questions}
+    assert [key for key in root if not key.startswith("_")] == questions
+    assert root["_subdirectory"] == "template_repo/" + folder["_subdirectory"]
+    assert root["_answers_file"] == folder["_answers_file"] == ANSWERS
+
+
+def test_copier_copy_from_the_repo_root_matches_smt_generate(release: Release, tmp_path: Path) -> None:
+    """Latest tag by default, every example model, techniques included; `--data` works like a file."""
+    models = sorted(path.parent.name for path in (release.root / "generated").glob(f"*/{ANSWERS}"))
+    assert len(models) >= 2
+    for model in models:
+        made = _copy(release, model, tmp_path / model)
+        assert read_tree(made) == read_tree(release.root / "generated" / model), model
+        answers = yaml.safe_load((made / ANSWERS).read_text())
+        assert answers["_commit"] == "v0.2.0"
+        spec = spec_of(release.root, model)
+        assert {key: answers[key] for key in spec} == spec  # plus Copier's defaults for unanswered questions
+    assert "(release 0.2.0)" in (tmp_path / MODEL / MODEL / "model.py").read_text()
+
+    data = [
+        f"--data={key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in spec_of(release.root, MODEL).items()
+    ]
+    copier(
+        tmp_path,
+        "copy",
+        "--trust",
+        "--defaults",
+        "--quiet",
+        *data,
+        str(release.root),
+        str(tmp_path / "from_data"),
+    )
+    assert read_tree(tmp_path / "from_data") == read_tree(release.root / "generated" / MODEL)
+
+
+def test_an_old_release_renders_as_smt_generate_wrote_it(release: Release, tmp_path: Path) -> None:
+    """The merge base of an update: v0.1.0 rendered now equals v0.1.0's committed generated/."""
+    made = _copy(release, MODEL, tmp_path / "old", "--vcs-ref", "v0.1.0")
+    old_tree = tmp_path / "v0.1.0"
+    git(release.root, "worktree", "add", "-q", "--detach", str(old_tree), "v0.1.0")
+    try:
+        assert read_tree(made) == read_tree(old_tree / "generated" / MODEL)
+        assert "Template 0.1.0" in (made / MODEL / "model.py").read_text()
+    finally:
+        git(release.root, "worktree", "remove", "--force", str(old_tree))
+
+
+def test_copier_copy_from_the_repo_root_validates_the_spec(release: Release, tmp_path: Path) -> None:
+    spec = spec_of(release.root, MODEL)
+    spec["techniques"] = [{"name": "no_such_technique"}]
+    result = copier(
+        tmp_path,
+        "copy",
+        "--trust",
+        "--defaults",
+        "--quiet",
+        "--data-file",
+        str(write_spec(tmp_path / "bad.yml", spec)),
+        str(release.root),
+        str(tmp_path / "out"),
+        check=False,
+    )
+    assert result.code != 0
+    assert "unknown technique 'no_such_technique'" in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def _conflict_blocks(text: str) -> list[tuple[str, str]]:
+    return re.findall(
+        r"^<<<<<<< before updating\n(.*?)^=======\n(.*?)^>>>>>>> after updating\n", text, flags=re.M | re.S
+    )
+
+
+def _take(text: str, side: int) -> str:
+    """Resolve every conflict block by keeping one side: 0 = the repo's, 1 = the new release's."""
+    pattern = r"^<<<<<<< before updating\n(.*?)^=======\n(.*?)^>>>>>>> after updating\n"
+    return re.sub(pattern, lambda match: match.group(side + 1), text, flags=re.M | re.S)
+
+
+def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_path: Path) -> None:
+    repo = _copy(release, MODEL, tmp_path / "model_repo", "--vcs-ref", "v0.1.0")
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "model repo from SMT v0.1.0")
+    assert _check_update(repo) == {
+        "update_available": True,
+        "current_version": "0.1.0",
+        "latest_version": "0.2.0",
+    }
+
+    # Local edits: a comment inside the technique-patched CrossLayer (no conflict expected), a
+    # README note, and the MLP docstring line that the release also changes (a true conflict).
+    model_py = repo / MODEL / "model.py"
+    text = model_py.read_text()
+    cross = text.index("class CrossLayer(")
+    forward = text.index("    def forward(", cross)
+    text = text[:forward] + text[forward:].replace("        return", LOCAL_COMMENT + "\n        return", 1)
+    assert release.mlp_doc in text
+    text = text.replace(release.mlp_doc, release.mlp_doc.rstrip(".") + " (local wording).", 1)
+    model_py.write_text(text)
+    readme = repo / "README.md"
+    readme.write_text(readme.read_text() + "\nLocal note: owned by the feed ranking team.\n")
+    commit_all(repo, "local edits")
+
+    result = copier(repo, "update", "--trust", "--defaults", "--conflict", "inline")
+    assert result.code == 0  # even though a conflict remains: hence `smt conflicts`
+
+    fresh = _copy(release, MODEL, tmp_path / "fresh")  # v0.2.0 rendered from scratch
+    merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
+    expected = read_tree(fresh)
+    assert merged.keys() == expected.keys()
+    for path in sorted(set(expected) - {"README.md", f"{MODEL}/model.py"}):
+        assert merged[path] == expected[path], path  # the new header (template 0.2.0) and nothing else
+    assert "Template 0.2.0" in merged[f"{MODEL}/config.py"]
+    assert merged["README.md"] == expected["README.md"] + "\nLocal note: owned by the feed ranking team.\n"
+    assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"
+
+    # model.py: exactly one conflict, the true one; everything else merged, technique region included.
+    model_text = merged[f"{MODEL}/model.py"]
+    blocks = _conflict_blocks(model_text)
+    assert len(blocks) == 1, model_text
+    assert "(local wording)" in blocks[0][0] and "as of release 0.2.0" in blocks[0][1]
+    resolved_to_release = _take(model_text, 1)
+    assert resolved_to_release.replace(LOCAL_COMMENT + "\n", "", 1) == expected[f"{MODEL}/model.py"]
+    assert (
+        release.module_doc_new in model_text and release.cross_doc_new in model_text
+    )  # template and technique
+    assert LOCAL_COMMENT in model_text  # the local edit inside the technique-patched class
+    new_version = yaml.safe_load((release.root / "techniques" / "dcn_v2" / "technique.yml").read_text())[
+        "version"
+    ]
+    assert f"dcn_v2 {new_version}" in model_text and "Template 0.2.0, file model.py" in model_text
+
+    # Copier exits 0, `smt conflicts` does not: it names the file, the lines and the unmerged path.
+    line = model_text.splitlines().index("<<<<<<< before updating") + 1
+    check = smt(repo, "conflicts")
+    assert check.code == 1, check
+    assert f"{MODEL}/model.py:{line}: leftover conflict marker '<<<<<<< before updating'" in check.out
+    assert f"{MODEL}/model.py:{line + 2}: leftover conflict marker '======='" in check.out
+    assert f"{MODEL}/model.py: unmerged" in check.out
+    assert git(repo, "ls-files", "--unmerged").out.strip()
+
+    # Resolve (keep the local wording), stage, commit: clean and up to date.
+    model_py.write_text(_take(model_text, 0))
+    git(repo, "add", "-A")
+    ok = smt(repo, "conflicts", "--check-update")
+    assert ok.code == 0, ok
+    assert "conflicts: none" in ok.out and "up to date with SMT template 0.2.0" in ok.out
+    commit_all(repo, "update to SMT v0.2.0")
+    assert _check_update(repo) == {
+        "update_available": False,
+        "current_version": "0.2.0",
+        "latest_version": "0.2.0",
+    }
+
+
+def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / ".gitignore").write_text("ignored.txt\n")
+    (repo / "ignored.txt").write_text("<<<<<<< a\n=======\n>>>>>>> b\n")
+    (repo / "README.md").write_text("Title\n=======\n\n<<<<<<<< eight is not a marker\n")
+    (repo / "blob.bin").write_bytes(b"\0<<<<<<< a\n")
+    (repo / "code.py").write_text(
+        "x = 1\n<<<<<<< before updating\ny = 2\n=======\ny = 3\n>>>>>>> after updating\n"
+    )
+    commit_all(repo, "files")
+    (repo / "untracked.txt").write_text("ok\n>>>>>>>\n")
+
+    result = smt(repo, "conflicts")
+    assert result.code == 1
+    problems = [line for line in result.out.splitlines() if not line.startswith("conflicts:")]
+    assert problems == [
+        "code.py:2: leftover conflict marker '<<<<<<< before updating'",
+        "code.py:4: leftover conflict marker '======='",
+        "code.py:6: leftover conflict marker '>>>>>>> after updating'",
+        "untracked.txt:2: leftover conflict marker '>>>>>>>'",
+    ]
+    assert "conflicts: 4 problem(s) in 2 file(s)" in result.out
+
+    (repo / "code.py").write_text("x = 1\ny = 3\n")
+    (repo / "untracked.txt").unlink()
+    assert smt(repo, "conflicts").code == 0
+    note = smt(repo, "conflicts", "--check-update")
+    assert note.code == 0 and f"update check skipped: {repo}: no {ANSWERS}" in note.out
+    (repo / ANSWERS).write_text(f"_commit: v0.1.0\n_src_path: {tmp_path / 'gone'}\nmodel_name: m\n")
+    commit_all(repo, "answers of a model whose SMT repo is out of reach")
+    unreachable = smt(repo, "conflicts", "--check-update")
+    assert unreachable.code == 0, unreachable  # the update check never fails the command
+    assert "update check skipped: copier check-update failed" in unreachable.out
+
+    outside = smt(tmp_path, "conflicts", str(tmp_path))
+    assert outside.code == 2
+    assert outside.err.strip().splitlines() == [
+        f"error: {tmp_path}: not inside a git work tree; run this in a model repo"
+    ]

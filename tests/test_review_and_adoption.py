@@ -1,0 +1,134 @@
+"""Code review and adoption across the fleet: smt diff --since, preview, adopt, drop, status.
+
+Each test works in a private git repository made from a copy of this one, with real git."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import run_smt, snapshot
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(repo_copy: Path) -> Path:
+    _git(repo_copy, "init", "-q", "-b", "main")
+    _git(repo_copy, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    _git(repo_copy, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet")
+    return repo_copy
+
+
+def _techniques(root: Path, model: str) -> list[str]:
+    spec = yaml.safe_load((root / "generated" / model / ".copier-answers.yml").read_text())
+    return [use["name"] for use in spec.get("techniques") or []]
+
+
+def test_diff_since_reports_a_technique_change_per_model(repo: Path) -> None:
+    patch = repo / "techniques/mmoe/model.py"
+    patch.write_text(patch.read_text().replace("class TaskTowers(nn.Module):", "class TaskTowers(nn.Module):  # reviewed", 1))
+
+    result = run_smt(repo, "diff", "--since", "HEAD", "--format", "json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    affected = {model["model"]: model for model in report["affected"]}
+    users = {path.parent.name for path in (repo / "generated").glob("*/.copier-answers.yml") if "mmoe" in _techniques(repo, path.parent.name)}
+    assert users and set(affected) == users  # exactly the models using mmoe
+    assert "feed_ctr" in report["unaffected"]
+    for model in affected.values():
+        assert [f["path"] for f in model["files"]] == [f"{model['model']}/model.py"]
+        assert model["added_lines"] == 1 and model["removed_lines"] == 1
+        assert model["techniques"] == ["mmoe 1.0.0"]
+        assert "+class TaskTowers(nn.Module):  # reviewed" in model["diff"]
+    assert "techniques/mmoe/model.py" in report["changed_sources"]
+
+    markdown = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown").out
+    assert f"**{len(users)}** model(s) affected (+{len(users)} / -{len(users)} lines)" in markdown
+    assert "| `app_install` | 1 | 1 | 1 | `mmoe 1.0.0` |" in markdown
+    assert "```diff" in markdown
+
+    bad = run_smt(repo, "diff", "--since", "no-such-ref")
+    assert bad.code == 2 and "no-such-ref" in bad.err
+
+
+def test_preview_writes_nothing_and_reports_models_it_does_not_apply_to(repo: Path) -> None:
+    before = snapshot(repo)
+    result = run_smt(repo, "preview", "mmoe", "--all-eligible")
+    assert result.code == 0, result.err
+    assert "not applicable to feed_ctr: techniques[" in result.out and "'mmoe' needs at least 2 objectives" in result.out
+    assert "not applicable to app_install: already uses it" in result.out
+    assert "model(s) affected" in result.out
+    assert snapshot(repo) == before
+
+    result = run_smt(repo, "preview", "residual_mlp", "--models", "feed_ctr")
+    assert "feed_ctr" in result.out and "+class ResidualBlock(nn.Module):" in result.out
+    assert snapshot(repo) == before
+
+
+def test_adopt_where_and_drop_update_specs_and_code(repo: Path) -> None:
+    result = run_smt(repo, "adopt", "residual_mlp", "--where", "num_objectives == 1 and 'dcn_v2' not in techniques")
+    assert result.code == 0, result.err
+    assert "search_ads_ctr: adopted residual_mlp" in result.out and "notification_open: adopted residual_mlp" in result.out
+    assert "video_vtr: unchanged (already uses it)" in result.out
+    assert "residual_mlp" in _techniques(repo, "search_ads_ctr")
+    assert "feed_ctr" not in result.out  # uses dcn_v2: not selected
+    assert "SMT technique residual_mlp" in (repo / "generated/search_ads_ctr/search_ads_ctr/model.py").read_text()
+    assert run_smt(repo, "check").code == 0
+
+    result = run_smt(repo, "adopt", "mmoe", "--all-eligible", "--param", "num_experts=2")
+    assert "feed_ctr: not applicable: techniques[" in result.out and "technique 'mmoe' needs at least 2 objectives" in result.out
+    assert "app_install: adopted mmoe" in result.out  # params changed from the spec's
+    spec = yaml.safe_load((repo / "generated/app_install/.copier-answers.yml").read_text())
+    assert {"name": "mmoe", "params": {"num_experts": 2}} in spec["techniques"]
+
+    result = run_smt(repo, "drop", "residual_mlp", "--models", "search_ads_ctr")
+    assert result.code == 0 and "residual_mlp" not in _techniques(repo, "search_ads_ctr")
+    assert "SMT technique residual_mlp" not in (repo / "generated/search_ads_ctr/search_ads_ctr/model.py").read_text()
+    assert run_smt(repo, "check").code == 0
+
+
+def test_adopt_refuses_bad_requests_and_writes_nothing(repo: Path) -> None:
+    before = snapshot(repo)
+    for args, message in (
+        (("adopt", "mmoe", "--models", "feed_ctr"), "technique 'mmoe' needs at least 2 objectives; this model has 1"),
+        (("adopt", "nope", "--all-eligible"), "nope: unknown technique"),
+        (("adopt", "dcn_v2", "--where", "__import__('os')"), "Call is not allowed"),
+        (("adopt", "dcn_v2", "--where", "colour == 1"), "unknown name 'colour'"),
+        (("adopt", "dcn_v2"), "exactly one of --models"),
+        (("adopt", "dcn_v2", "--all-eligible", "--param", "num_cross_layers=lots"), "dcn_v2.params.num_cross_layers: expected int"),
+    ):
+        result = run_smt(repo, *args)
+        assert result.code == 2, (args, result.out, result.err)
+        assert message in result.err, (args, result.err)
+    assert snapshot(repo) == before
+
+
+def _pairs(root: Path) -> int:
+    return sum(len(_techniques(root, path.parent.name)) for path in (root / "generated").glob("*/.copier-answers.yml"))
+
+
+def test_status_matrix_and_adoption_per_release(repo: Path) -> None:
+    _git(repo, "tag", "v0.1.0")
+    pairs = _pairs(repo)
+    assert run_smt(repo, "adopt", "residual_mlp", "--models", "feed_ctr,search_ads_ctr").code == 0
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "adopt residual_mlp")
+    _git(repo, "tag", "v0.2.0")
+
+    result = run_smt(repo, "status", "--json")
+    assert result.code == 0, result.err
+    status = json.loads(result.out)
+    rows = {row["model"]: row for row in status["models"]}
+    assert rows["feed_ctr"]["techniques"][-1] == "residual_mlp"
+    assert all(row["in_sync"] and row["template_version"] == (repo / "template_repo/VERSION").read_text().strip() for row in rows.values())
+    history = {entry["release"]: entry for entry in status["adoption_by_release"]}
+    assert history["v0.1.0"]["pairs"] == pairs and history["v0.2.0"]["adopted"] == 2 and history["v0.2.0"]["pairs"] == pairs + 2
+
+    text = run_smt(repo, "status").out
+    assert f"v0.2.0: {pairs + 2} (+2 -0)" in text
