@@ -118,6 +118,12 @@ class ModelConfig:
     seed: int = 0
     train_examples: int = 40000
     eval_examples: int = 10000
+    # Fraction of positive labels of each objective (config order) in the synthetic data
+    # (data.generate_synthetic); by default geometric from 0.25 (first) to 0.05 (last).
+    label_rates: tuple[float, ...] = (
+        0.25,
+        0.05,
+    )
     dcn_v2: DcnV2Params = DcnV2Params()
     mmoe: MmoeParams = MmoeParams()
 

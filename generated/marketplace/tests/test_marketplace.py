@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import marketplace.train as train_module
 from marketplace import ModelConfig
 from marketplace.data import (
     generate_synthetic,
@@ -111,6 +112,30 @@ def test_training_reduces_the_loss():
     for name in CONFIG.objective_names:
         assert after[name]["logloss"] < before[name]["logloss"]
         assert 0.0 < after[name]["base_rate"] < 1.0
+
+
+def test_fit_calls_the_hook_and_steps_the_schedule(monkeypatch):
+    table = generate_synthetic(CONFIG, 4 * CONFIG.batch_size, seed=0)
+    model = build_model(CONFIG)
+    loss_fn = MultiTaskLoss(CONFIG)
+    optimizer = build_optimizer([*model.parameters(), *loss_fn.parameters()], CONFIG)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.01
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    used, hooked = [], []
+    optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"])
+    )
+    original = train_module.after_backward
+
+    def spy(model_arg, config_arg):
+        hooked.append(all(p.grad is not None for p in model_arg.parameters()))
+        original(model_arg, config_arg)
+
+    monkeypatch.setattr(train_module, "after_backward", spy)
+    fit(model, loss_fn, optimizer, table, CONFIG, steps=3, scheduler=scheduler)
+    assert hooked == [True, True, True]  # after backward, once per step
+    assert used == pytest.approx([0.01, 0.005, 0.0025])  # one schedule step per step
 
 
 def test_training_is_deterministic():

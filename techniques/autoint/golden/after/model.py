@@ -1,0 +1,317 @@
+"""The ranking model: a few named arches composed by RankingModel.
+
+    sparse ids -> SparseArch -----------.
+                                         InteractionArch -> OverArch -> TaskTowers -> logits
+    dense      -> DenseArch ------------'
+
+Shapes (used in every docstring below):
+    B = batch size
+    F = number of sparse features
+    D = config.embedding_dim, the common width of every sparse field
+    N = number of dense features
+    T = number of objectives
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .features import DensePreprocessor, EmbeddingTables
+
+
+class MLP(nn.Module):
+    """Linear -> ReLU -> Dropout for every entry of layer_sizes.
+
+    Args:
+        in_dim: width of the input.
+        layer_sizes: output width of each layer; empty makes the MLP the identity.
+        dropout: dropout probability after every ReLU.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
+        (in_dim when layer_sizes is empty).
+    """
+
+    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        self.layers = nn.Sequential(*layers)
+        self.output_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SparseArch(nn.Module):
+    """Embedding lookups of all sparse features, each brought to width D.
+
+    A feature whose embedding_dim differs from D is projected to D by a
+    bias-free Linear; the others pass through unchanged.
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
+
+    Call Args:
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding_tables = EmbeddingTables(config)
+        self.projections = nn.ModuleList(
+            (
+                nn.Identity()
+                if feature.embedding_dim == config.embedding_dim
+                else nn.Linear(feature.embedding_dim, config.embedding_dim, bias=False)
+            )
+            for feature in config.sparse_features
+        )
+
+    def forward(
+        self,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        pooled = self.embedding_tables(sparse_values, sparse_offsets)
+        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        return torch.stack(projected, dim=1)
+
+
+class DenseArch(nn.Module):
+    """DensePreprocessor, then MLP(N, config.dense_arch_layers + (D,)).
+
+    Without dense features (N == 0) the MLP has no layers: output_dim is 0 and
+    the output is the empty B X 0 input.
+
+    Args:
+        config: the model's ModelConfig; reads config.dense_features,
+            config.dense_arch_layers, config.embedding_dim and config.dropout.
+
+    Call Args:
+        dense: tensor of shape B X N.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = D (0 when N == 0).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.preprocessor = DensePreprocessor(config)
+        layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
+        if config.num_dense_features == 0:
+            layer_sizes = ()
+        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.preprocessor(dense))
+
+
+# SMT technique autoint 1.0.0: adds InteractingLayer.
+class InteractingLayer(nn.Module):
+    """One AutoInt interacting layer: multi-head self-attention across fields, plus a residual.
+
+    M = number of fields, H = num_heads, A = attention_dim (d' in the paper).
+    For head h and fields m, k (eq. 5-8 of the paper, no biases):
+
+        alpha^h_{m,k} = softmax over k of <W_Q^h e_m, W_K^h e_k>
+        e^h_m = sum_k alpha^h_{m,k} W_V^h e_k
+        out_m = ReLU([e^1_m, ..., e^H_m] + W_Res e_m)
+
+    Args:
+        in_dim: width of every input field.
+        num_heads: H.
+        attention_dim: A, the width of every head.
+
+    Call Args:
+        fields: tensor of shape B X M X in_dim.
+
+    Returns:
+        tensor of shape B X M X output_dim, where output_dim = H * A.
+    """
+
+    def __init__(self, in_dim: int, num_heads: int, attention_dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.output_dim = num_heads * attention_dim
+        self.query = nn.Linear(in_dim, self.output_dim, bias=False)
+        self.key = nn.Linear(in_dim, self.output_dim, bias=False)
+        self.value = nn.Linear(in_dim, self.output_dim, bias=False)
+        self.residual = nn.Linear(in_dim, self.output_dim, bias=False)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """B X M X (H * A) -> B X H X M X A."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def attention_weights(self, fields: torch.Tensor) -> torch.Tensor:
+        """alpha of every head: tensor of shape B X H X M X M; each row sums to 1 over k."""
+        queries, keys = self.split_heads(self.query(fields)), self.split_heads(
+            self.key(fields)
+        )
+        return (queries @ keys.transpose(-1, -2)).softmax(dim=-1)
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        heads = self.attention_weights(fields) @ self.split_heads(self.value(fields))
+        return torch.relu(heads.transpose(1, 2).flatten(2) + self.residual(fields))
+
+
+# SMT technique autoint 1.0.0: replaces extension point InteractionArch.
+class InteractionArch(nn.Module):
+    """AutoInt: stacked interacting layers over the fields, next to the dense arch output.
+
+    The fields are the dense arch output as one field (only when dense_dim > 0;
+    projected to width D by a bias-free Linear, the paper's embedding of a
+    numerical field) followed by the F sparse embeddings: M = F + 1 fields with
+    dense features, M = F without. Layer 1 reads width D, every layer outputs
+    W = num_heads * attention_dim per field.
+
+    The dense projection starts at zero: an MLP output dwarfs freshly
+    initialised embeddings and would otherwise dominate every field's
+    attention before training; the dense field joins as the projection learns,
+    while the over arch reads the dense output directly from the start.
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features,
+            config.embedding_dim and config.autoint (num_layers, num_heads,
+            attention_dim).
+        dense_dim: width of the dense arch output.
+
+    Call Args:
+        dense: tensor of shape B X dense_dim.
+        sparse: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X output_dim, [dense, flattened fields of the last
+        layer], where output_dim = dense_dim + M * W.
+    """
+
+    def __init__(self, config: ModelConfig, dense_dim: int) -> None:
+        super().__init__()
+        params = config.autoint
+        width = params.num_heads * params.attention_dim
+        self.dense_field: nn.Linear | None = None
+        if dense_dim > 0:
+            self.dense_field = nn.Linear(dense_dim, config.embedding_dim, bias=False)
+            nn.init.zeros_(self.dense_field.weight)
+        self.layers = nn.ModuleList(
+            InteractingLayer(
+                config.embedding_dim if i == 0 else width,
+                params.num_heads,
+                params.attention_dim,
+            )
+            for i in range(params.num_layers)
+        )
+        num_fields = config.num_sparse_features + int(dense_dim > 0)
+        self.output_dim = dense_dim + num_fields * width
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        fields = sparse
+        if self.dense_field is not None:
+            fields = torch.cat([self.dense_field(dense).unsqueeze(1), sparse], dim=1)
+        for layer in self.layers:
+            fields = layer(fields)
+        return torch.cat([dense, fields.flatten(1)], dim=1)
+
+
+class OverArch(nn.Module):
+    """MLP(in_dim, config.over_arch_layers) shared by all objectives.
+
+    Args:
+        config: the model's ModelConfig; reads config.over_arch_layers and
+            config.dropout.
+        in_dim: width of the interaction arch output.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = over_arch_layers[-1]
+        (in_dim when over_arch_layers is empty).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class TaskTowers(nn.Module):
+    """One tower per objective: MLP(in_dim, config.tower_layers), then Linear(.., 1).
+
+    Args:
+        config: the model's ModelConfig; reads config.objectives,
+            config.tower_layers and config.dropout.
+        in_dim: width of the over arch output.
+
+    Call Args:
+        shared: tensor of shape B X in_dim.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.towers = nn.ModuleDict()
+        for objective in config.objectives:
+            mlp = MLP(in_dim, config.tower_layers, config.dropout)
+            self.towers[objective.name] = nn.Sequential(
+                mlp, nn.Linear(mlp.output_dim, 1)
+            )
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(shared) for tower in self.towers.values()], dim=1)
+
+
+class RankingModel(nn.Module):
+    """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
+    OverArch, TaskTowers.
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        dense: tensor of shape B X N.
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.sparse_arch = SparseArch(config)
+        self.dense_arch = DenseArch(config)
+        self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
+        self.over_arch = OverArch(config, self.interaction_arch.output_dim)
+        self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+
+    def forward(
+        self,
+        dense: torch.Tensor,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        embedded = self.sparse_arch(sparse_values, sparse_offsets)
+        dense_out = self.dense_arch(dense)
+        interacted = self.interaction_arch(dense_out, embedded)
+        shared = self.over_arch(interacted)
+        return self.task_towers(shared)

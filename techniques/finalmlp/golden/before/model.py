@@ -1,0 +1,235 @@
+"""The ranking model: a few named arches composed by RankingModel.
+
+    sparse ids -> SparseArch -----------.
+                                         InteractionArch -> OverArch -> TaskTowers -> logits
+    dense      -> DenseArch ------------'
+
+Shapes (used in every docstring below):
+    B = batch size
+    F = number of sparse features
+    D = config.embedding_dim, the common width of every sparse field
+    N = number of dense features
+    T = number of objectives
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .features import DensePreprocessor, EmbeddingTables
+
+
+class MLP(nn.Module):
+    """Linear -> ReLU -> Dropout for every entry of layer_sizes.
+
+    Args:
+        in_dim: width of the input.
+        layer_sizes: output width of each layer; empty makes the MLP the identity.
+        dropout: dropout probability after every ReLU.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
+        (in_dim when layer_sizes is empty).
+    """
+
+    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        self.layers = nn.Sequential(*layers)
+        self.output_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SparseArch(nn.Module):
+    """Embedding lookups of all sparse features, each brought to width D.
+
+    A feature whose embedding_dim differs from D is projected to D by a
+    bias-free Linear; the others pass through unchanged.
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
+
+    Call Args:
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding_tables = EmbeddingTables(config)
+        self.projections = nn.ModuleList(
+            (
+                nn.Identity()
+                if feature.embedding_dim == config.embedding_dim
+                else nn.Linear(feature.embedding_dim, config.embedding_dim, bias=False)
+            )
+            for feature in config.sparse_features
+        )
+
+    def forward(
+        self,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        pooled = self.embedding_tables(sparse_values, sparse_offsets)
+        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        return torch.stack(projected, dim=1)
+
+
+class DenseArch(nn.Module):
+    """DensePreprocessor, then MLP(N, config.dense_arch_layers + (D,)).
+
+    Without dense features (N == 0) the MLP has no layers: output_dim is 0 and
+    the output is the empty B X 0 input.
+
+    Args:
+        config: the model's ModelConfig; reads config.dense_features,
+            config.dense_arch_layers, config.embedding_dim and config.dropout.
+
+    Call Args:
+        dense: tensor of shape B X N.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = D (0 when N == 0).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.preprocessor = DensePreprocessor(config)
+        layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
+        if config.num_dense_features == 0:
+            layer_sizes = ()
+        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.preprocessor(dense))
+
+
+class InteractionArch(nn.Module):
+    """How dense and sparse features meet. Default: plain concatenation (a DNN).
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
+        dense_dim: width of the dense arch output.
+
+    Call Args:
+        dense: tensor of shape B X dense_dim.
+        sparse: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = dense_dim + F * D.
+    """
+
+    def __init__(self, config: ModelConfig, dense_dim: int) -> None:
+        super().__init__()
+        self.output_dim = dense_dim + config.num_sparse_features * config.embedding_dim
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        return torch.cat([dense, sparse.flatten(1)], dim=1)
+
+
+class OverArch(nn.Module):
+    """MLP(in_dim, config.over_arch_layers) shared by all objectives.
+
+    Args:
+        config: the model's ModelConfig; reads config.over_arch_layers and
+            config.dropout.
+        in_dim: width of the interaction arch output.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = over_arch_layers[-1]
+        (in_dim when over_arch_layers is empty).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class TaskTowers(nn.Module):
+    """One tower per objective: MLP(in_dim, config.tower_layers), then Linear(.., 1).
+
+    Args:
+        config: the model's ModelConfig; reads config.objectives,
+            config.tower_layers and config.dropout.
+        in_dim: width of the over arch output.
+
+    Call Args:
+        shared: tensor of shape B X in_dim.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.towers = nn.ModuleDict()
+        for objective in config.objectives:
+            mlp = MLP(in_dim, config.tower_layers, config.dropout)
+            self.towers[objective.name] = nn.Sequential(
+                mlp, nn.Linear(mlp.output_dim, 1)
+            )
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(shared) for tower in self.towers.values()], dim=1)
+
+
+class RankingModel(nn.Module):
+    """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
+    OverArch, TaskTowers.
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        dense: tensor of shape B X N.
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.sparse_arch = SparseArch(config)
+        self.dense_arch = DenseArch(config)
+        self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
+        self.over_arch = OverArch(config, self.interaction_arch.output_dim)
+        self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+
+    def forward(
+        self,
+        dense: torch.Tensor,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        embedded = self.sparse_arch(sparse_values, sparse_offsets)
+        dense_out = self.dense_arch(dense)
+        interacted = self.interaction_arch(dense_out, embedded)
+        shared = self.over_arch(interacted)
+        return self.task_towers(shared)

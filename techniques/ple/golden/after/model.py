@@ -1,0 +1,356 @@
+"""The ranking model: a few named arches composed by RankingModel.
+
+    sparse ids -> SparseArch -----------.
+                                         InteractionArch -> OverArch -> TaskTowers -> logits
+    dense      -> DenseArch ------------'
+
+Shapes (used in every docstring below):
+    B = batch size
+    F = number of sparse features
+    D = config.embedding_dim, the common width of every sparse field
+    N = number of dense features
+    T = number of objectives
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .features import DensePreprocessor, EmbeddingTables
+
+
+class MLP(nn.Module):
+    """Linear -> ReLU -> Dropout for every entry of layer_sizes.
+
+    Args:
+        in_dim: width of the input.
+        layer_sizes: output width of each layer; empty makes the MLP the identity.
+        dropout: dropout probability after every ReLU.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
+        (in_dim when layer_sizes is empty).
+    """
+
+    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        self.layers = nn.Sequential(*layers)
+        self.output_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SparseArch(nn.Module):
+    """Embedding lookups of all sparse features, each brought to width D.
+
+    A feature whose embedding_dim differs from D is projected to D by a
+    bias-free Linear; the others pass through unchanged.
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
+
+    Call Args:
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.embedding_tables = EmbeddingTables(config)
+        self.projections = nn.ModuleList(
+            (
+                nn.Identity()
+                if feature.embedding_dim == config.embedding_dim
+                else nn.Linear(feature.embedding_dim, config.embedding_dim, bias=False)
+            )
+            for feature in config.sparse_features
+        )
+
+    def forward(
+        self,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        pooled = self.embedding_tables(sparse_values, sparse_offsets)
+        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        return torch.stack(projected, dim=1)
+
+
+class DenseArch(nn.Module):
+    """DensePreprocessor, then MLP(N, config.dense_arch_layers + (D,)).
+
+    Without dense features (N == 0) the MLP has no layers: output_dim is 0 and
+    the output is the empty B X 0 input.
+
+    Args:
+        config: the model's ModelConfig; reads config.dense_features,
+            config.dense_arch_layers, config.embedding_dim and config.dropout.
+
+    Call Args:
+        dense: tensor of shape B X N.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = D (0 when N == 0).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.preprocessor = DensePreprocessor(config)
+        layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
+        if config.num_dense_features == 0:
+            layer_sizes = ()
+        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.preprocessor(dense))
+
+
+class InteractionArch(nn.Module):
+    """How dense and sparse features meet. Default: plain concatenation (a DNN).
+
+    Args:
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
+        dense_dim: width of the dense arch output.
+
+    Call Args:
+        dense: tensor of shape B X dense_dim.
+        sparse: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = dense_dim + F * D.
+    """
+
+    def __init__(self, config: ModelConfig, dense_dim: int) -> None:
+        super().__init__()
+        self.output_dim = dense_dim + config.num_sparse_features * config.embedding_dim
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        return torch.cat([dense, sparse.flatten(1)], dim=1)
+
+
+class OverArch(nn.Module):
+    """MLP(in_dim, config.over_arch_layers) shared by all objectives.
+
+    Args:
+        config: the model's ModelConfig; reads config.over_arch_layers and
+            config.dropout.
+        in_dim: width of the interaction arch output.
+
+    Call Args:
+        x: tensor of shape B X in_dim.
+
+    Returns:
+        tensor of shape B X output_dim, where output_dim = over_arch_layers[-1]
+        (in_dim when over_arch_layers is empty).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.output_dim = self.mlp.output_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+# SMT technique ple 1.0.0: adds ExtractionLayer.
+class ExtractionLayer(nn.Module):
+    """One PLE extraction layer: per-objective and shared experts, gated per objective.
+
+    E = experts_per_task, S = shared_experts, H = expert_sizes[-1]. Row t < T of
+    the input feeds the experts of objective t and its gate; row T feeds the
+    shared experts and the shared gate. With x_t the input of objective t and
+    x_s the shared input:
+
+        out_t = softmax(Linear(x_t)) @ [experts of t (x_t), shared experts (x_s)]
+        out_s = softmax(Linear(x_s)) @ [experts of every objective, shared experts]
+
+    out_s, the input of the next layer's shared experts, is computed only when
+    with_shared_output (every layer but the last).
+
+    Args:
+        num_tasks: T, number of objectives.
+        in_dim: width of every input row.
+        expert_sizes: layer sizes of every expert MLP; the last one is H.
+        experts_per_task: E, experts of each objective.
+        shared_experts: S, experts shared by all objectives.
+        dropout: dropout probability inside the experts.
+        with_shared_output: also compute out_s (False for the last layer).
+
+    Call Args:
+        inputs: tensor of shape B X (T + 1) X in_dim: x_1 .. x_T, then x_s.
+
+    Returns:
+        tensor of shape B X (T + 1) X H (out_1 .. out_T, out_s) when
+        with_shared_output, else B X T X H.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_dim: int,
+        expert_sizes: Sequence[int],
+        experts_per_task: int,
+        shared_experts: int,
+        dropout: float,
+        with_shared_output: bool,
+    ) -> None:
+        super().__init__()
+        self.task_experts = nn.ModuleList(
+            nn.ModuleList(
+                MLP(in_dim, expert_sizes, dropout) for _ in range(experts_per_task)
+            )
+            for _ in range(num_tasks)
+        )
+        self.shared_experts = nn.ModuleList(
+            MLP(in_dim, expert_sizes, dropout) for _ in range(shared_experts)
+        )
+        self.task_gates = nn.ModuleList(
+            nn.Linear(in_dim, experts_per_task + shared_experts)
+            for _ in range(num_tasks)
+        )
+        self.shared_gate = (
+            nn.Linear(in_dim, num_tasks * experts_per_task + shared_experts)
+            if with_shared_output
+            else None
+        )
+        self.output_dim = expert_sizes[-1]
+
+    @staticmethod
+    def mix(gate: nn.Linear, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Gated mixture softmax(gate(x)) @ experts.
+
+        Args:
+            gate: Linear(width of x, K).
+            x: tensor of shape B X width, the gate's input.
+            experts: tensor of shape B X K X H, the K expert outputs to mix.
+
+        Returns:
+            tensor of shape B X H.
+        """
+        weights = gate(x).softmax(dim=-1).unsqueeze(1)
+        return (weights @ experts).squeeze(1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x_s = inputs[:, -1]
+        shared = torch.stack([expert(x_s) for expert in self.shared_experts], dim=1)
+        outputs, own_experts = [], []
+        for t, (experts, gate) in enumerate(zip(self.task_experts, self.task_gates)):
+            x_t = inputs[:, t]
+            own = torch.stack([expert(x_t) for expert in experts], dim=1)
+            outputs.append(self.mix(gate, x_t, torch.cat([own, shared], dim=1)))
+            own_experts.append(own)
+        if self.shared_gate is not None:
+            every_expert = torch.cat([*own_experts, shared], dim=1)
+            outputs.append(self.mix(self.shared_gate, x_s, every_expert))
+        return torch.stack(outputs, dim=1)
+
+
+# SMT technique ple 1.0.0: replaces extension point TaskTowers.
+class TaskTowers(nn.Module):
+    """PLE: `config.ple.num_levels` extraction layers, then one tower per objective.
+
+    H = config.ple.expert_dim. Every expert is MLP(.., config.ple.expert_layers
+    + (H,)). The first layer reads the over arch output in every row (each
+    objective's and the shared input); each following layer reads the previous
+    layer's outputs. Tower t is MLP(H, config.tower_layers) then Linear(.., 1)
+    applied to objective t's output of the last layer.
+
+    Args:
+        config: the model's ModelConfig; reads config.objectives,
+            config.tower_layers, config.dropout and config.ple (num_levels,
+            experts_per_task, shared_experts, expert_dim, expert_layers).
+        in_dim: width of the over arch output.
+
+    Call Args:
+        shared: tensor of shape B X in_dim.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        params = config.ple
+        expert_sizes = (*params.expert_layers, params.expert_dim)
+        self.levels = nn.ModuleList(
+            ExtractionLayer(
+                num_tasks=config.num_objectives,
+                in_dim=in_dim if level == 0 else params.expert_dim,
+                expert_sizes=expert_sizes,
+                experts_per_task=params.experts_per_task,
+                shared_experts=params.shared_experts,
+                dropout=config.dropout,
+                with_shared_output=level < params.num_levels - 1,
+            )
+            for level in range(params.num_levels)
+        )
+        self.towers = nn.ModuleDict()
+        for objective in config.objectives:
+            mlp = MLP(params.expert_dim, config.tower_layers, config.dropout)
+            self.towers[objective.name] = nn.Sequential(
+                mlp, nn.Linear(mlp.output_dim, 1)
+            )
+
+    def forward(self, shared: torch.Tensor) -> torch.Tensor:
+        # Every objective's input and the shared input start as the over arch output.
+        x = shared.unsqueeze(1).expand(-1, len(self.towers) + 1, -1)
+        for level in self.levels:
+            x = level(x)
+        return torch.cat(
+            [tower(x[:, t]) for t, tower in enumerate(self.towers.values())], dim=1
+        )
+
+
+class RankingModel(nn.Module):
+    """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
+    OverArch, TaskTowers.
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        dense: tensor of shape B X N.
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+
+    Returns:
+        logits, tensor of shape B X T (objective order of config).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.sparse_arch = SparseArch(config)
+        self.dense_arch = DenseArch(config)
+        self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
+        self.over_arch = OverArch(config, self.interaction_arch.output_dim)
+        self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+
+    def forward(
+        self,
+        dense: torch.Tensor,
+        sparse_values: dict[str, torch.Tensor],
+        sparse_offsets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        embedded = self.sparse_arch(sparse_values, sparse_offsets)
+        dense_out = self.dense_arch(dense)
+        interacted = self.interaction_arch(dense_out, embedded)
+        shared = self.over_arch(interacted)
+        return self.task_towers(shared)
