@@ -54,7 +54,7 @@ def test_golden_and_idempotent() -> None:
 
 
 def test_default_max_norm(tmp_path: Path) -> None:
-    assert build_model(spec(), tmp_path).config.ModelConfig().grad_clip.max_norm == 10.0
+    assert build_model(spec(), tmp_path).config.ModelConfig().grad_clip.max_norm == 1.0
 
 
 def test_large_gradients_are_scaled_to_max_norm(tmp_path: Path) -> None:

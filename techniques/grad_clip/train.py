@@ -6,11 +6,6 @@ gradients together, ||g||, exceeds config.grad_clip.max_norm, every gradient is
 multiplied by max_norm / ||g||: the update keeps its direction and its norm is capped.
 The hook sees the model only, so parameters of the loss (e.g. the log-variances of
 uncertainty_weighting) are not clipped.
-
-With Adam (the template's optimizer) clipping does not cap the step size, which Adam
-normalises by the running RMS of the gradients; it keeps a gradient spike from entering
-Adam's moment estimates at full size. It helps when it clips spikes only: a max_norm
-below the typical norm rescales every step and, on the example models, trains worse.
 """
 
 import torch
