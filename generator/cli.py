@@ -432,20 +432,26 @@ def _run_model(entry: ModelEntry, *args: str) -> int:
     except ImportError:
         raise SmtError("training needs PyTorch: pip install -e '.[torch]' (torch==2.13.0, the CPU build)") from None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(entry.directory), os.environ.get("PYTHONPATH", "")]))}
-    return subprocess.call([sys.executable, "-m", entry.name, *args], cwd=entry.directory, env=env)
+    return subprocess.call([sys.executable, "-m", entry.name, *args], env=env)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="A model in generated/.")],
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
+    steps: Annotated[int, typer.Option(min=1, help="Most training steps (validation may stop earlier).")] = 300,
     seed: Annotated[Optional[int], typer.Option(help="Override the model's seed.")] = None,
 ) -> None:
-    """Train a generated model on its synthetic data; print per-objective logloss, NE, AUC and capacity."""
+    """Train a generated model; print validation and test logloss, NE, AUC, calibration and capacity.
+
+    Runs `python -m MODEL train`; further options go to it unchanged, e.g. `--train/--valid/--test
+    PARQUET`, `--run-dir DIR`, `--resume`, `--device`, `--export PATH` (see `python -m MODEL train
+    --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
+    """
     try:
         entry = Fleet(find_root()).model(model)
         extra = ["--seed", str(seed)] if seed is not None else []
-        code = _run_model(entry, "train", "--steps", str(steps), *extra)
+        code = _run_model(entry, "train", "--steps", str(steps), *extra, *(ctx.args if ctx is not None else []))
     except SmtError as error:
         raise _fail(error)
     raise typer.Exit(code)
@@ -460,7 +466,7 @@ def demo(
     typer.echo("== smt generate: regenerating the example fleet ==")
     generate(None)
     typer.echo(f"\n== smt train {model} --steps {steps} ==")
-    train(model, steps, None)
+    train(None, model, steps, None)
 
 
 @app.command()

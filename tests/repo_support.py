@@ -95,7 +95,8 @@ def smt(cwd: Path, *args: str, root: Path = REPO, check: bool = False) -> Result
 
 def make_smt_repo(path: Path, models: tuple[str, ...] | None = None) -> Path:
     """A git repo holding a copy of this checkout's SMT sources (optionally only some models of the
-    fleet), regenerated with `smt generate` and committed on branch main, untagged."""
+    fleet) at template version 0.1.0 (whatever this checkout's is), regenerated with `smt generate`
+    and committed on branch main, untagged."""
     path.mkdir(parents=True)
     for name in SMT_FILES:
         source = REPO / name
@@ -106,6 +107,7 @@ def make_smt_repo(path: Path, models: tuple[str, ...] | None = None) -> Path:
             shutil.copytree(source, path / name, ignore=COPY_IGNORE)
         else:
             shutil.copy2(source, path / name)
+    (path / "template_repo" / "VERSION").write_text("0.1.0\n")
     smt(path, "generate", root=path, check=True)
     git(path, "init", "-q", "-b", "main")
     commit_all(path, "SMT sources")

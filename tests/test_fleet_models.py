@@ -47,7 +47,7 @@ def test_generated_tests_pass(name: str) -> None:
 def test_short_training_run_learns() -> None:
     pkg = import_model(REPO / "generated" / TRAINED_MODEL)
     config = pkg.config.ModelConfig()
-    metrics = pkg.train.train(config, steps=300)
+    metrics = pkg.train.train(config, steps=300).metrics["test"]
     for objective, values in metrics.items():
         assert values["ne"] < 0.95, (objective, values)
         assert values["auc"] > 0.6, (objective, values)

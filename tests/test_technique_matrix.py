@@ -63,7 +63,7 @@ def test_technique_on_every_eligible_model(name: str, tmp_path: Path) -> None:
         config = pkg.config.ModelConfig()
         net = pkg.train.build_model(config)
         loss_fn = pkg.train.MultiTaskLoss(config)
-        optimizer = pkg.train.build_optimizer([*net.parameters(), *loss_fn.parameters()], config)
+        optimizer = pkg.train.build_optimizer(net, loss_fn, config)
         batch = next(pkg.data.table_to_batches(pkg.data.generate_synthetic(config, 128, seed=1), 128))
         logits = net(batch.dense, batch.sparse_values, batch.sparse_offsets)
         assert tuple(logits.shape) == (128, len(config.objectives))

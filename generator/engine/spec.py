@@ -79,10 +79,14 @@ class Hyperparameters(_Strict):
     tower_layers: list[int] | None = None
     dropout: float | None = Field(default=None, ge=0, lt=1)
     learning_rate: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    embedding_learning_rate: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, ge=1)
     seed: int | None = None
     train_examples: int | None = Field(default=None, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
     @field_validator("label_rates", mode="before")
@@ -103,7 +107,7 @@ class Hyperparameters(_Strict):
             raise ValueError("every layer width must be at least 1")
         return value
 
-    @field_validator("dropout", "learning_rate", mode="before")
+    @field_validator("dropout", "learning_rate", "weight_decay", "embedding_learning_rate", mode="before")
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

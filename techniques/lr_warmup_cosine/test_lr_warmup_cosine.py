@@ -98,16 +98,16 @@ def test_fit_and_train_step_the_schedule(tmp_path: Path, monkeypatch: pytest.Mon
     train = pkg.train
     model = train.build_model(config)
     loss_fn = train.MultiTaskLoss(config)
-    optimizer = train.build_optimizer([*model.parameters(), *loss_fn.parameters()], config)
+    optimizer = train.build_optimizer(model, loss_fn, config)
     used: list[float] = []
-    optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
-    table, _ = train.synthetic_tables(config)
-    scheduler = train.build_lr_schedule(optimizer, config, 12)
+    optimizer.dense.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    table = pkg.data.generate_synthetic(config, config.train_examples, seed=0)
+    scheduler = train.build_lr_schedule(optimizer.dense, config, 12)
     train.fit(model, loss_fn, optimizer, table, config, 12, scheduler)
     assert used == pytest.approx(schedule_lrs(pkg, total_steps=12))  # one schedule step per optimizer step
     assert used[0] == pytest.approx(LR / 3) and used[-1] == pytest.approx(0.2 * LR)
 
-    # train() builds the schedule for its own number of steps and hands it to fit.
+    # train() builds the dense optimizer's schedule for its own number of steps and hands it to fit.
     calls: list[int] = []
     real = train.build_lr_schedule
 

@@ -137,7 +137,7 @@ def test_training_learns_the_log_variances(pkg: ModuleType, monkeypatch: pytest.
             made.append(self)
 
     monkeypatch.setattr(train, "MultiTaskLoss", Recorded)
-    metrics = train.train(config, steps=20)
+    metrics = train.train(config, steps=20).metrics["test"]
     assert set(metrics) == {"click", "conversion", "install"}
     (loss_fn,) = made
     # train() hands the loss's parameters to the optimizer: s_t moved off 0.

@@ -1,8 +1,8 @@
 """Uncertainty weighting of the objectives (Kendall, Gal and Cipolla, CVPR 2018, arXiv:1705.07115).
 
 Patch for train.py: replaces MultiTaskLoss. Every objective t gets a learned log-variance
-s_t = log sigma_t^2 (initialised to 0, trained by the same optimizer as the model: train()
-passes the loss's parameters to build_optimizer), and
+s_t = log sigma_t^2 (initialised to 0, trained with the model's dense parameters:
+build_optimizer gives the loss's parameters to the dense optimizer), and
 
     total = sum_t exp(-s_t) * w_t * bce_t + s_t / 2
 

@@ -17,7 +17,8 @@ class EmbeddingTables(nn.Module):
 
     Single-valued features use sum pooling (a bag of one id is that id's row),
     multi-valued features mean pooling. Rows start uniform in
-    [-1/sqrt(cardinality), 1/sqrt(cardinality)], like TorchRec's default.
+    [-1/sqrt(cardinality), 1/sqrt(cardinality)], like TorchRec's default. Gradients
+    are sparse: a training step touches only the rows its batch used.
 
     Args:
         config: the model's ModelConfig; reads config.sparse_features.
@@ -38,6 +39,7 @@ class EmbeddingTables(nn.Module):
                 feature.cardinality,
                 feature.embedding_dim,
                 mode="mean" if feature.multi_valued else "sum",
+                sparse=True,
             )
             bound = 1.0 / math.sqrt(feature.cardinality)
             nn.init.uniform_(bag.weight, -bound, bound)
