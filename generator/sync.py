@@ -12,8 +12,11 @@ from .engine.pipeline import LOCAL_TECHNIQUES_DIR
 from .fleet import ANSWERS_FILE
 from .render import RenderedTree
 
+# Training runs of `python -m <model> train` (checkpoints, metrics.json) by default; kept as they are
+# by `smt generate`, never part of the generated code.
+RUNS_DIR = "runs"
 # Left behind by running a model's tests or tools; never part of the generated code.
-IGNORED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".smt"})
+IGNORED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".smt", RUNS_DIR})
 # A model's inputs, kept as they are by `smt generate`: its spec and its own techniques.
 INPUTS = (ANSWERS_FILE, LOCAL_TECHNIQUES_DIR)
 
@@ -70,7 +73,8 @@ def compare(current: RenderedTree, rendered: RenderedTree) -> list[FileChange]:
 
 
 def write_tree(directory: Path, rendered: RenderedTree, answers_text: str | None = None) -> None:
-    """Replace ``directory`` with ``rendered`` plus its inputs (spec, local techniques), all at once.
+    """Replace ``directory`` with ``rendered`` plus its inputs (spec, local techniques), all at once;
+    training runs in ``directory/runs`` move over to the new tree.
 
     The new tree is built next to the old one and swapped in with two renames, so an interrupted
     write leaves either the old or the new folder, never a mix. ``answers_text`` replaces the spec;
@@ -95,6 +99,8 @@ def write_tree(directory: Path, rendered: RenderedTree, answers_text: str | None
     if directory.exists():
         directory.rename(backup)
     staging.rename(directory)
+    if (backup / RUNS_DIR).is_dir():
+        (backup / RUNS_DIR).rename(directory / RUNS_DIR)
     if backup.exists():
         shutil.rmtree(backup)
 

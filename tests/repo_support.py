@@ -25,7 +25,7 @@ SMT_FILES = (
     "README.md",
 )
 COPY_IGNORE = shutil.ignore_patterns(
-    "__pycache__", ".pytest_cache", "*.pyc", "*.egg-info", ".smt", ".*.smt-new", ".*.smt-old"
+    "__pycache__", ".pytest_cache", "*.pyc", "*.egg-info", ".smt", ".*.smt-new", ".*.smt-old", "runs"
 )
 MODEL_PY = "template_repo/template/{{ model_name }}/model.py.jinja"
 ANSWERS = ".copier-answers.yml"

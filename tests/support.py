@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("generator", "template_repo", "techniques", "generated")
-IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc")
+IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "runs")
 
 
 @dataclass

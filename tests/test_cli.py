@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,28 @@ def test_check_catches_a_template_change(repo_copy: Path) -> None:
     result = run_smt(repo_copy, "check")
     assert result.code == 1
     assert result.out.count("/serve.py: modified") == len(list((repo_copy / "generated").glob("*/.copier-answers.yml")))
+
+
+def test_training_runs_in_a_model_folder_survive_check_and_generate(repo_copy: Path) -> None:
+    model_dir = repo_copy / "generated/feed_ctr"
+    trained = subprocess.run(
+        [sys.executable, "-m", "feed_ctr", "train", "--steps=2", "--no-progress", "--run-dir=runs/first"],
+        cwd=model_dir,
+        env={**os.environ, "PYTHONPATH": str(model_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    metrics = (model_dir / "runs/first/metrics.json").read_bytes()
+    check = run_smt(repo_copy, "check", "feed_ctr")
+    assert check.code == 0, check.out  # runs are outputs, not generated code
+    template = repo_copy / "template_repo/template/{{ model_name }}/serve.py.jinja"
+    template.write_text(template.read_text().replace('"""', '"""Changed. ', 1))
+    assert run_smt(repo_copy, "generate", "feed_ctr").code == 0
+    assert "Changed." in (model_dir / "feed_ctr/serve.py").read_text()
+    assert (model_dir / "runs/first/metrics.json").read_bytes() == metrics
+    assert (model_dir / "runs/first/checkpoint.pt").is_file()
 
 
 def test_spec_change_regenerates_only_that_model(repo_copy: Path) -> None:
