@@ -10,6 +10,7 @@ the gradients of all ranks after every backward pass, so the replicas stay equal
 The backend is gloo on CPU and nccl on CUDA.
 """
 
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -79,8 +80,16 @@ def start(device: str = "auto") -> Runtime:
 
 
 def stop(runtime: Runtime) -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one.
+
+    Every rank waits for the others first (rank 0 may still be printing or exporting):
+    a rank that tears its connections down while a peer still uses them makes gloo
+    abort that peer.
+    """
     if runtime.world_size > 1 and dist.is_initialized():
+        gc.collect()  # free DistributedDataParallel wrappers (reference cycles) first
+        device_ids = [runtime.device.index] if runtime.backend == "nccl" else None
+        dist.barrier(device_ids=device_ids)
         dist.destroy_process_group()
 
 
