@@ -56,6 +56,14 @@ def _variants(answers: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[
     return {**answers, "techniques": without}, {**answers, "techniques": with_it}
 
 
+def measure_folders(folders: list[Path], doing: str = "measuring capacity") -> dict[str, dict[str, float]]:
+    """Parameters and MFLOPs per example of rendered model folders (one PyTorch subprocess for all)."""
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, folders)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SmtError(f"{doing}: a generated model failed to build:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
 def measure_impact(fleet: Fleet, technique: Technique) -> list[ImpactRow]:
     """Capacity without and with ``technique`` for every model of the fleet (skips are explained)."""
     try:
@@ -80,11 +88,7 @@ def measure_impact(fleet: Fleet, technique: Technique) -> list[ImpactRow]:
             pending.append((entry.name, folders[0], folders[1]))
             print(f"rendered {entry.name} without and with {technique.name}", file=sys.stderr)
         if pending:
-            args = [str(folder) for _, *pair in pending for folder in pair]
-            proc = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SmtError(f"measuring {technique.name}: a generated model failed to build:\n{proc.stderr[-2000:]}")
-            measured = json.loads(proc.stdout)
+            measured = measure_folders([folder for _, *pair in pending for folder in pair], f"measuring {technique.name}")
             for model, before, after in pending:
                 b, a = measured[str(before)], measured[str(after)]
                 rows.append(ImpactRow(model, b["parameters"], a["parameters"], b["mflops"], a["mflops"]))

@@ -1,0 +1,124 @@
+"""Template-iteration commands: ``smt representatives``, ``smt qualify`` and ``smt promote``.
+
+Registered on the main ``smt`` app on import (like ``cli_repo``); each is a thin wrapper over
+``generator.representatives`` and ``generator.qualification``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import representatives as reps
+from .cli import _fail, app
+from .engine import SmtError
+from .fleet import Fleet, find_root
+from .qualification import load_criterion
+from .qualification import report as qreport
+from .qualification.run import Qualification, qualify as run_qualification
+from .qualification.variants import parse_change
+
+
+@app.command("representatives")
+def representatives_command(
+    k: Annotated[str, typer.Option("-k", help="Number of clusters, or auto (best silhouette).")] = "auto",
+    radius: Annotated[Optional[float], typer.Option(help="Coverage distance (default: half the median distance between two models).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Cluster the fleet by model descriptors; print each cluster's representative (medoid), members,
+    what sets it apart, and the coverage."""
+    try:
+        chosen_k: int | str = "auto" if k == "auto" else int(k) if k.isdigit() else -1
+        if chosen_k == -1:
+            raise SmtError(f"-k {k!r}: give a number of clusters or auto")
+        result = reps.choose(Fleet(find_root()), chosen_k, radius)
+    except SmtError as error:
+        raise _fail(error)
+    if as_json:
+        typer.echo(json.dumps(reps.to_json(result), indent=2))
+    else:
+        typer.echo(reps.format_text(result), nl=False)
+
+
+def run_and_report(
+    change_text: str | None,
+    against: str | None,
+    on: str | None,
+    seeds: int | None,
+    steps: int | None,
+    jobs: int,
+    report_dir: Path | None,
+    capacity_neutral: bool | None,
+    record: bool,
+) -> tuple[Qualification, Path]:
+    """Qualify, print the summary, write the report (and the technique's record). Raises SmtError."""
+    root = find_root()
+    fleet = Fleet(root)
+    criterion = load_criterion(root)
+    change = parse_change(change_text, against)
+    if jobs < 1:
+        raise SmtError("--jobs must be at least 1")
+    q = run_qualification(fleet, change, criterion, on=on, seeds=seeds, steps=steps, jobs=jobs, capacity_neutral=capacity_neutral)
+    directory = report_dir or qreport.default_report_dir(root, q)
+    qreport.write_report(q, directory)
+    typer.echo(qreport.format_text(q), nl=False)
+    typer.echo(f"report: {directory}/report.md, report.json, deltas.png")
+    if record:
+        path = qreport.write_record(root, q, directory)
+        if path:
+            typer.echo(f"verdict recorded in {path.relative_to(root)} ({q.change.technique} {q.technique_version}, template {q.template_version})")
+    return q, directory
+
+
+@app.command()
+def qualify(
+    change: Annotated[Optional[str], typer.Argument(help="A technique with params: dcn_v2 or dcn_v2:num_cross_layers=3,low_rank=8.")] = None,
+    against: Annotated[Optional[str], typer.Option("--against", help="Qualify the working tree's template/technique changes against this git ref.")] = None,
+    on: Annotated[Optional[str], typer.Option("--on", help="representatives, all, or models a,b (default: qualification.yml).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Paired seeds per model (default: qualification.yml).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Most training steps per trial (default: qualification.yml).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Trials run in parallel; each gets max(1, cores // jobs) torch threads.")] = 1,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default qualification/reports/<change>-template-<version>).")] = None,
+    capacity_neutral: Annotated[Optional[bool], typer.Option("--capacity-neutral/--no-capacity-neutral", help="Shrink the candidate's MLP widths to the baseline's MFLOPs.")] = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Store the verdict in qualification/records/ (techniques only).")] = True,
+) -> None:
+    """Train baseline and candidate of the chosen models with paired seeds and decide by qualification.yml.
+
+    Exit 0 when the change qualifies, 1 when it does not, 2 on bad input."""
+    try:
+        q, _ = run_and_report(change, against, on, seeds, steps, jobs, report, capacity_neutral, record)
+    except SmtError as error:
+        raise _fail(error)
+    raise typer.Exit(0 if q.verdict.passed else 1)
+
+
+def verify_models(technique: str, params: dict, models: list[str], run_tests: bool = True) -> bool:
+    """The gate of ``preview --verify``/``adopt --verify``: a short qualification of ``models``
+    (regressions and capacity only: the mean-gain rule is for promotion) plus each candidate's own
+    tests. Prints what failed; returns True when nothing did. Raises SmtError on bad input."""
+    from dataclasses import replace
+
+    from .qualification.criterion import evaluate
+    from .qualification.gate import run_model_tests
+
+    root = find_root()
+    criterion = load_criterion(root)
+    label = technique + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    change = parse_change(label, None)
+    q = run_qualification(Fleet(root), change, criterion, on=",".join(models), seeds=criterion.verify_seeds, steps=criterion.verify_steps)
+    gate = evaluate(replace(criterion, min_mean_gain=-float("inf")), q.results)
+    ok = gate.passed
+    typer.echo(qreport.format_text(q), nl=False)
+    if run_tests:
+        for name, (passed, tail) in run_model_tests(Fleet(root), change, q.models).items():
+            if not passed:
+                ok = False
+                typer.echo(f"verify: {name}: its own tests fail with {technique}: {tail}")
+    for reason in gate.reasons:
+        typer.echo(f"verify: {reason}")
+    typer.echo(f"verify: {'passed' if ok else 'FAILED'} ({len(q.models)} model(s), {criterion.verify_seeds} seed(s), {criterion.verify_steps} steps)")
+    return ok
+

@@ -1,0 +1,209 @@
+"""A qualification's outputs: summary table (text/Markdown), JSON, a PNG plot and the verdict record.
+
+Records (``qualification/records/<technique>.json``, committed) keep, per technique, the latest
+verdict for each (technique version, template version): ``smt diff --since`` shows them and
+``smt promote`` requires a passing one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .run import Qualification
+
+RECORDS_DIR = Path("qualification") / "records"
+REPORTS_DIR = Path("qualification") / "reports"
+
+
+def _pm(stat: Any, scale: float = 1.0, fmt: str = "+.2f", unit: str = "") -> str:
+    if stat.n == 0 or not math.isfinite(stat.mean):
+        return "n/a"
+    return f"{stat.mean * scale:{fmt}}{unit} ± {stat.se * scale:.2f}{unit}"
+
+
+def summary_rows(q: Qualification) -> list[list[str]]:
+    """One row per model and objective: the columns of the summary table."""
+    rows = []
+    for result in q.results:
+        problems = q.verdict.per_model.get(result.model, [])
+        verdict = "FAIL" if problems else "ok"
+        capacity = [
+            f"{result.params_candidate - result.params_baseline:+,}",
+            f"{result.mflops_candidate - result.mflops_baseline:+.4f}",
+        ]
+        if result.error:
+            rows.append([result.model, "-", "error", "", "", "", "", *capacity, verdict])
+            continue
+        for objective in result.objectives:
+            rows.append([
+                result.model,
+                objective.name,
+                _pm(objective.rel_logloss, 100, "+.2f", "%"),
+                _pm(objective.d_ne, 1, "+.4f"),
+                _pm(objective.d_auc, 1, "+.4f"),
+                f"{objective.calibration_baseline.mean:.3f} → {objective.calibration_candidate.mean:.3f}",
+                f"{objective.ne_baseline.mean:.3f} → {objective.ne_candidate.mean:.3f}",
+                *capacity,
+                verdict,
+            ])
+    return rows
+
+
+HEADER = ["model", "objective", "Δlogloss (rel.)", "ΔNE", "ΔAUC", "calibration", "NE", "Δparams", "ΔMFLOPs", "verdict"]
+
+
+def headline(q: Qualification) -> str:
+    verdict = "PASS" if q.verdict.passed else "FAIL"
+    return (
+        f"{verdict}: {q.change.label} on {len(q.models)} model(s), {len(q.seeds)} paired seed(s), {q.steps} steps;"
+        f" mean relative logloss gain {q.verdict.mean_gain:+.3%} (need ≥ {q.criterion.min_mean_gain:.3%})"
+    )
+
+
+def format_text(q: Qualification) -> str:
+    rows = summary_rows(q)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(HEADER, *rows)]
+    lines = [headline(q), ""]
+    for row in [HEADER, *rows]:
+        lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    lines.append("")
+    lines.extend(f"reason: {reason}" for reason in q.verdict.reasons)
+    lines.extend(f"not applicable to {model}: {why}" for model, why in q.skipped)
+    lines.extend(f"{r.model}: {r.note}" for r in q.results if r.note)
+    lines.append(f"{q.trials_run} trial(s) run, {q.trials_cached} cached, {q.seconds:.0f} s; models chosen: {q.chosen_by}")
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(q: Qualification) -> str:
+    c = q.criterion
+    out = [f"# Qualification: `{q.change.label}`", "", f"**{headline(q)}**", ""]
+    out.append(f"Template {q.template_version}" + (f", technique version {q.technique_version}" if q.technique_version else "") + f"; models: {q.chosen_by}.")
+    out.append(
+        f"Criterion (`qualification.yml`, split `{c.split}`): mean gain ≥ {c.min_mean_gain:.2%}; no model worse than"
+        f" {c.max_regression:.2%} beyond {c.noise_sigmas:g} se; calibration in [{c.calibration[0]:g}, {c.calibration[1]:g}];"
+        f" MFLOPs and parameters within each model's serving budget" + ("; capacity-neutral (candidate MLPs shrunk to the baseline's MFLOPs)." if any(r.note for r in q.results) else ".")
+    )
+    out += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(row) + " |" for row in summary_rows(q)]
+    out.append("")
+    out.append("Deltas are candidate − baseline, mean ± standard error over paired seeds; negative Δlogloss is better.")
+    if q.verdict.reasons:
+        out += ["", "Reasons:"] + [f"- {reason}" for reason in q.verdict.reasons]
+    if q.skipped:
+        out += ["", "Not applicable:"] + [f"- `{model}`: {why}" for model, why in q.skipped]
+    notes = [f"- `{r.model}`: {r.note}" for r in q.results if r.note]
+    if notes:
+        out += ["", "Notes:", *notes]
+    out += ["", f"{q.trials_run} trial(s) run, {q.trials_cached} from the cache, {q.seconds:.0f} s.", "", "![per-model deltas](deltas.png)"]
+    return "\n".join(out) + "\n"
+
+
+def to_json(q: Qualification) -> dict[str, Any]:
+    return {
+        "change": q.change.label,
+        "technique": q.change.technique,
+        "params": q.change.params,
+        "against": q.change.against,
+        "template_version": q.template_version,
+        "technique_version": q.technique_version,
+        "passed": q.verdict.passed,
+        "reasons": q.verdict.reasons,
+        "mean_gain": q.verdict.mean_gain,
+        "criterion": asdict(q.criterion),
+        "models": q.models,
+        "chosen_by": q.chosen_by,
+        "seeds": q.seeds,
+        "steps": q.steps,
+        "seconds": q.seconds,
+        "trials_run": q.trials_run,
+        "trials_cached": q.trials_cached,
+        "skipped": [{"model": m, "reason": r} for m, r in q.skipped],
+        "results": [asdict(result) for result in q.results],
+    }
+
+
+def plot(q: Qualification, path: Path) -> None:
+    """Per-model relative logloss change with 2-se error bars and the criterion's lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in q.results if not r.error]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(measured) + 2), 3.6))
+    names = [r.model for r in measured]
+    means = [100 * r.rel_logloss.mean for r in measured]
+    errors = [100 * q.criterion.noise_sigmas * r.rel_logloss.se for r in measured]
+    colors = ["tab:red" if q.verdict.per_model.get(r.model) else "tab:green" for r in measured]
+    ax.bar(range(len(names)), means, yerr=errors, color=colors, capsize=4)
+    ax.axhline(100 * q.criterion.max_regression, color="tab:red", linestyle="--", linewidth=1, label=f"bound +{q.criterion.max_regression:.1%}")
+    ax.axhline(-100 * q.criterion.min_mean_gain, color="tab:green", linestyle=":", linewidth=1, label=f"mean gain goal -{q.criterion.min_mean_gain:.1%}")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel("Δ logloss, % (candidate − baseline)")
+    ax.set_title(f"{q.change.label}: {'PASS' if q.verdict.passed else 'FAIL'}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def default_report_dir(root: Path, q: Qualification) -> Path:
+    version = f"-{q.technique_version}" if q.technique_version else ""
+    return root / REPORTS_DIR / f"{q.change.slug}{version}-template-{q.template_version}"
+
+
+def write_report(q: Qualification, directory: Path) -> list[Path]:
+    """report.md, report.json and deltas.png in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.md").write_text(format_markdown(q))
+    (directory / "report.json").write_text(json.dumps(to_json(q), indent=2, default=str) + "\n")
+    plot(q, directory / "deltas.png")
+    return [directory / "report.md", directory / "report.json", directory / "deltas.png"]
+
+
+def record_path(root: Path, technique: str) -> Path:
+    return root / RECORDS_DIR / f"{technique}.json"
+
+
+def write_record(root: Path, q: Qualification, report_dir: Path) -> Path | None:
+    """Store the verdict under (technique version, template version) in the technique's record file."""
+    if not q.change.technique:
+        return None
+    path = record_path(root, q.change.technique)
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        report = report_dir.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        report = str(report_dir)
+    records[f"{q.technique_version}@template-{q.template_version}"] = {
+        "technique": q.change.technique,
+        "technique_version": q.technique_version,
+        "template_version": q.template_version,
+        "change": q.change.label,
+        "params": q.change.params,
+        "passed": q.verdict.passed,
+        "mean_gain": q.verdict.mean_gain,
+        "reasons": q.verdict.reasons,
+        "models": q.models,
+        "seeds": len(q.seeds),
+        "steps": q.steps,
+        "report": report,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def latest_record(root: Path, technique: str, technique_version: str, template_version: str) -> dict[str, Any] | None:
+    """The stored verdict of ``technique`` at these versions, or None."""
+    path = record_path(root, technique)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get(f"{technique_version}@template-{template_version}")

@@ -1,0 +1,173 @@
+"""Trials: one ordinary training run of a generated model, cached by what determines its result.
+
+A trial is ``python -m MODEL train --seed S --steps N --run-dir D --no-progress`` in a subprocess,
+in a rendered model folder, and its result is that run's ``metrics.json``. So a trial runs wherever
+the model trains, and qualification measures exactly what a team would measure by hand.
+
+The cache key hashes the rendered code (every file's path and text), the data (the literal
+``synthetic``, whose examples derive from config.py and the seed, or the bytes of the model's
+data files), the seed and the steps. A finished trial's metrics.json lands in
+``.smt/trials/<key>/`` (git-ignored) atomically, so a rerun or an interrupted run skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine import SmtError
+from .render import RenderedTree
+
+CACHE_DIR = Path(".smt") / "trials"
+METRICS_FILE = "metrics.json"
+DATA_SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run to do: a rendered model folder, a seed and a step budget."""
+
+    model: str
+    variant: str  # "baseline" or "candidate"
+    folder: Path
+    seed: int
+    steps: int
+    key: str
+    data_files: tuple[Path, ...] = ()  # train, valid, test Parquet files, or () for synthetic data
+
+
+class TrialFailed(SmtError):
+    """A trial's training process exited non-zero."""
+
+
+def data_files(model_dir: Path) -> tuple[Path, ...]:
+    """The model's own data (``<model>/data/{train,valid,test}.parquet``) when all three exist."""
+    paths = tuple(model_dir / "data" / f"{split}.parquet" for split in DATA_SPLITS)
+    return paths if all(path.is_file() for path in paths) else ()
+
+
+def trial_key(tree: RenderedTree, data: tuple[Path, ...], seed: int, steps: int) -> str:
+    """sha256 of (rendered code, data, seed, steps): equal keys give equal metrics on one machine."""
+    digest = hashlib.sha256()
+    for path in sorted(tree):
+        digest.update(path.encode() + b"\0" + tree[path].encode() + b"\0")
+    if data:
+        for path in data:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    else:
+        digest.update(b"synthetic")
+    digest.update(f"seed={seed};steps={steps}".encode())
+    return digest.hexdigest()[:32]
+
+
+def threads_per_trial(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` parallel trials, so they never oversubscribe the CPUs."""
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+
+def cached(root: Path, key: str) -> dict[str, Any] | None:
+    """A finished trial's metrics, or None."""
+    path = root / CACHE_DIR / key / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn file from a killed run is a miss
+
+
+def run_trial(root: Path, trial: Trial, threads: int) -> dict[str, Any]:
+    """Run (or read from the cache) one trial and return its metrics.json."""
+    hit = cached(root, trial.key)
+    if hit is not None:
+        return hit
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(trial.folder), os.environ.get("PYTHONPATH", "")])),
+        "OMP_NUM_THREADS": str(threads),  # torch's intra-op thread count
+        "MKL_NUM_THREADS": str(threads),
+    }
+    with tempfile.TemporaryDirectory(prefix="smt-trial-") as run_dir:
+        command = [sys.executable, "-m", trial.model, "train", "--seed", str(trial.seed), "--steps", str(trial.steps), "--run-dir", run_dir, "--no-progress", "--device", "cpu"]
+        for split, path in zip(DATA_SPLITS, trial.data_files):
+            command += [f"--{split}", str(path)]
+        proc = subprocess.run(command, cwd=trial.folder, env=env, capture_output=True, text=True)
+        metrics_path = Path(run_dir) / METRICS_FILE
+        if proc.returncode != 0 or not metrics_path.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise TrialFailed(f"{trial.model} ({trial.variant}, seed {trial.seed}): training failed: {tail[0]}")
+        target = root / CACHE_DIR / trial.key
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / (METRICS_FILE + ".part")
+        shutil.copyfile(metrics_path, partial)
+        os.replace(partial, target / METRICS_FILE)  # atomic: a killed run leaves no half-written hit
+        return json.loads((target / METRICS_FILE).read_text())
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per trial when stderr is not a terminal)."""
+
+    def __init__(self, total: int, cached_count: int) -> None:
+        self.total, self.done, self.cached = total, cached_count, cached_count
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.lock = threading.Lock()
+        if total:
+            self._show(f"{cached_count} cached")
+
+    def _show(self, note: str) -> None:
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        line = f"trials [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {time.perf_counter() - self.started:5.0f}s {note}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:120].ljust(120))
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def step(self, note: str) -> None:
+        with self.lock:
+            self.done += 1
+            self._show(note)
+
+
+def run_trials(root: Path, trials: list[Trial], jobs: int = 1, progress: bool = True) -> dict[str, dict[str, Any] | TrialFailed]:
+    """Run every trial (cached ones first, free), ``jobs`` at a time; key -> metrics or the failure."""
+    results: dict[str, dict[str, Any] | TrialFailed] = {}
+    unique = list({trial.key: trial for trial in trials}.values())
+    pending = []
+    for trial in unique:
+        hit = cached(root, trial.key)
+        if hit is not None:
+            results[trial.key] = hit
+        else:
+            pending.append(trial)
+    bar = Progress(len(unique), len(unique) - len(pending)) if progress else None
+    threads = threads_per_trial(jobs)
+    note: Callable[[Trial], str] = lambda t: f"{t.model} {t.variant} seed {t.seed}"  # noqa: E731
+    # Each trial is its own training process; the pool only keeps `jobs` of them running.
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        futures = {pool.submit(run_trial, root, trial, threads): trial for trial in pending}
+        for future in as_completed(futures):
+            trial = futures[future]
+            try:
+                results[trial.key] = future.result()
+            except TrialFailed as failure:
+                results[trial.key] = failure
+            if bar:
+                bar.step(note(trial))
+    return results
