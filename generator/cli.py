@@ -161,7 +161,20 @@ def diff(
             for change in changes:
                 sys.stdout.write(change.unified_diff(entry.name))
         return
-    sys.stdout.write(formatter(report))
+    text = formatter(report)
+    try:
+        from .qualification.report import format_verdicts, verdicts_for_changes
+
+        verdicts = verdicts_for_changes(fleet.root, report.changed_sources)
+    except SmtError as error:
+        raise _fail(error)
+    if output_format == "json":
+        data = json.loads(text)
+        data["qualification"] = verdicts
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text += format_verdicts(verdicts, markdown=output_format == "markdown")
+    sys.stdout.write(text)
 
 
 def _formatter(name: str):  # type: ignore[no-untyped-def]
@@ -174,6 +187,7 @@ Params = Annotated[Optional[list[str]], typer.Option("--param", help="Technique 
 ModelsOption = Annotated[Optional[list[str]], typer.Option("--models", help="Models to change: comma-separated or repeated (--models a,b).")]
 Where = Annotated[Optional[str], typer.Option("--where", help="Select models by expression, e.g. \"num_objectives >= 2\".")]
 AllEligible = Annotated[bool, typer.Option("--all-eligible", help="Every model the technique applies to.")]
+Verify = Annotated[bool, typer.Option("--verify", help="Also run a short qualification (qualification.yml's verify budget) and each model's own tests; exit 1 on a regression.")]
 
 
 @app.command()
@@ -183,6 +197,7 @@ def preview(
     all_eligible: AllEligible = False,
     param: Params = None,
     output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    verify: Verify = False,
 ) -> None:
     """Show what adopting TECHNIQUE would change in each model, without writing anything."""
     try:
@@ -195,9 +210,25 @@ def preview(
     except SmtError as error:
         raise _fail(error)
     sys.stdout.write(formatter(report))
+    if verify:
+        _verify_or_exit(technique, adoption.parse_params(param), [impact.model for impact in report.models])
 
 
-def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool) -> None:
+def _verify_or_exit(technique: str, params: dict, models: list[str]) -> None:
+    """The verification gate: exit 1 when a model regresses or its own tests fail (2 on bad input)."""
+    from .cli_qualify import verify_models
+
+    if not models:
+        return
+    try:
+        ok = verify_models(technique, params, models)
+    except SmtError as error:
+        raise _fail(error)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool, verify: bool = False) -> None:
     try:
         fleet = Fleet(find_root())
         entries = adoption.select(fleet, models, where, all_eligible)
@@ -207,6 +238,8 @@ def _apply_adoption(technique: str, models: list[str] | None, where: str | None,
             raise SmtError(f"{model}: {reason}")
     except SmtError as error:
         raise _fail(error)
+    if verify:  # before writing: a model that fails the gate keeps its spec
+        _verify_or_exit(technique, adoption.parse_params(param), [entry.name for entry, _, _ in outcome.changed])
     verb = "dropped" if drop else "adopted"
     for entry, answers, tree in outcome.changed:
         write_tree(entry.directory, tree, adoption.spec_text(entry.name, answers))
@@ -225,9 +258,10 @@ def adopt(
     where: Where = None,
     all_eligible: AllEligible = False,
     param: Params = None,
+    verify: Verify = False,
 ) -> None:
     """Add TECHNIQUE to the specs of the chosen models and regenerate them (all rendered before writing)."""
-    _apply_adoption(technique, models, where, all_eligible, param, drop=False)
+    _apply_adoption(technique, models, where, all_eligible, param, drop=False, verify=verify)
 
 
 @app.command()

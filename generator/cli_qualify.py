@@ -97,8 +97,9 @@ def qualify(
 
 def verify_models(technique: str, params: dict, models: list[str], run_tests: bool = True) -> bool:
     """The gate of ``preview --verify``/``adopt --verify``: a short qualification of ``models``
-    (regressions and capacity only: the mean-gain rule is for promotion) plus each candidate's own
-    tests. Prints what failed; returns True when nothing did. Raises SmtError on bad input."""
+    (regression, calibration and capacity rules; the mean-gain rule is for promotion) plus each
+    candidate's own tests. Prints what failed; returns True when nothing did. Raises SmtError."""
+    import tempfile
     from dataclasses import replace
 
     from .qualification.criterion import evaluate
@@ -107,18 +108,47 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
     root = find_root()
     criterion = load_criterion(root)
     label = technique + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
-    change = parse_change(label, None)
-    q = run_qualification(Fleet(root), change, criterion, on=",".join(models), seeds=criterion.verify_seeds, steps=criterion.verify_steps)
-    gate = evaluate(replace(criterion, min_mean_gain=-float("inf")), q.results)
-    ok = gate.passed
-    typer.echo(qreport.format_text(q), nl=False)
-    if run_tests:
-        for name, (passed, tail) in run_model_tests(Fleet(root), change, q.models).items():
-            if not passed:
-                ok = False
-                typer.echo(f"verify: {name}: its own tests fail with {technique}: {tail}")
-    for reason in gate.reasons:
+    with tempfile.TemporaryDirectory(prefix="smt-verify-") as scratch:
+        q = run_qualification(
+            Fleet(root), parse_change(label, None), criterion, on=",".join(models),
+            seeds=criterion.verify_seeds, steps=criterion.verify_steps, scratch=Path(scratch),
+        )
+        gate = evaluate(replace(criterion, min_mean_gain=-float("inf")), q.results)
+        typer.echo(qreport.format_text(q), nl=False)
+        failures = list(gate.reasons)
+        if run_tests:
+            for name in q.models:
+                passed, tail = run_model_tests(Path(scratch) / "candidate" / name, name)
+                typer.echo(f"verify: {name}: its own tests {'pass' if passed else 'FAIL'} with {label}" + ("" if passed else f": {tail}"))
+                if not passed:
+                    failures.append(f"{name}: its own tests fail: {tail}")
+    for reason in failures:
         typer.echo(f"verify: {reason}")
-    typer.echo(f"verify: {'passed' if ok else 'FAILED'} ({len(q.models)} model(s), {criterion.verify_seeds} seed(s), {criterion.verify_steps} steps)")
-    return ok
+    typer.echo(f"verify: {'passed' if not failures else 'FAILED'} ({len(q.models)} model(s), {criterion.verify_seeds} seed(s), {criterion.verify_steps} steps)")
+    return not failures
 
+
+@app.command()
+def promote(
+    technique: Annotated[str, typer.Argument(help="A technique with a passing qualification record.")],
+    except_models: Annotated[Optional[str], typer.Option("--except", help="Models that opt out: a,b.")] = None,
+) -> None:
+    """Make a qualified TECHNIQUE a template default: adopt it in every eligible model (except
+    opt-outs), bump template_repo/VERSION, regenerate the fleet and add a CHANGELOG entry."""
+    from .promotion import promote as run_promotion
+
+    try:
+        opt_out = [name.strip() for name in (except_models or "").split(",") if name.strip()]
+        done = run_promotion(Fleet(find_root()), technique, opt_out)
+    except SmtError as error:
+        raise _fail(error)
+    for name in done.adopted:
+        typer.echo(f"{name}: adopted {technique}")
+    for name, reason in done.not_applicable:
+        typer.echo(f"{name}: not applicable: {reason}")
+    for name in done.opted_out:
+        typer.echo(f"{name}: opted out")
+    typer.echo(
+        f"promote: {technique} is a template default; template {done.old_version} -> {done.new_version},"
+        f" {len(done.regenerated)} model(s) regenerated, CHANGELOG.md cites {done.report}/report.md"
+    )

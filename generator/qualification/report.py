@@ -207,3 +207,37 @@ def latest_record(root: Path, technique: str, technique_version: str, template_v
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get(f"{technique_version}@template-{template_version}")
+
+
+def verdicts_for_changes(root: Path, changed_sources: list[str]) -> list[dict[str, Any]]:
+    """For each technique whose sources changed, its stored verdict at the current technique and
+    template versions (``smt diff --since``)."""
+    from ..engine import load_sources
+
+    sources = load_sources(root)
+    names = sorted({path.split("/")[1] for path in changed_sources if path.startswith("techniques/") and path.count("/") >= 2})
+    out = []
+    for name in names:
+        technique = sources.library.get(name)
+        if technique is None:
+            continue
+        record = latest_record(root, name, str(technique.version), sources.version)
+        out.append({"technique": name, "version": str(technique.version), "template_version": sources.version, "record": record})
+    return out
+
+
+def format_verdicts(verdicts: list[dict[str, Any]], markdown: bool = False) -> str:
+    """One line per changed technique: its verdict and report, or that it has none."""
+    lines = []
+    for item in verdicts:
+        record = item["record"]
+        where = f"{item['technique']} {item['version']} (template {item['template_version']})"
+        if record is None:
+            text = f"qualification of {where}: none; run `smt qualify {item['technique']}` before propagating"
+        else:
+            verdict = "PASS" if record["passed"] else "FAIL"
+            text = f"qualification of {where}: {verdict}, mean gain {record['mean_gain']:+.3%} on {', '.join(record['models'])} ({record['date']}; {record['report']})"
+        lines.append(f"- {text}" if markdown else text)
+    if not lines:
+        return ""
+    return ("\n### Qualification\n\n" if markdown else "\n") + "\n".join(lines) + "\n"

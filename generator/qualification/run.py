@@ -68,8 +68,12 @@ def qualify(
     jobs: int = 1,
     capacity_neutral: bool | None = None,
     progress: bool = True,
+    scratch: Path | None = None,
 ) -> Qualification:
-    """Qualify ``change`` on the chosen models: paired trials, deltas, capacity and the verdict."""
+    """Qualify ``change`` on the chosen models: paired trials, deltas, capacity and the verdict.
+
+    Both sides are rendered under ``scratch`` (``baseline/<model>``, ``candidate/<model>``), a
+    temporary folder removed at the end unless given."""
     started = time.perf_counter()
     seeds = seeds if seeds is not None else criterion.seeds
     steps = steps if steps is not None else criterion.steps
@@ -81,7 +85,7 @@ def qualify(
     technique_version = str(sources.library[change.technique].version) if change.technique and change.technique in sources.library else ""
     seed_list = list(range(seeds))
     with tempfile.TemporaryDirectory(prefix="smt-qualify-") as tmp:
-        variants, skipped = render_variants(fleet, change, entries, Path(tmp))
+        variants, skipped = render_variants(fleet, change, entries, scratch or Path(tmp))
         if not variants:
             reasons = "; ".join(f"{m}: {r}" for m, r in skipped) or "no models chosen"
             raise SmtError(f"{change.label}: applies to none of the chosen models ({reasons})")
