@@ -130,7 +130,7 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
 
 @app.command()
 def promote(
-    technique: Annotated[str, typer.Argument(help="A technique with a passing qualification record.")],
+    technique: Annotated[str, typer.Argument(help="A technique (or technique:k=v,... as qualified) with a passing qualification record.")],
     except_models: Annotated[Optional[str], typer.Option("--except", help="Models that opt out: a,b.")] = None,
 ) -> None:
     """Make a qualified TECHNIQUE a template default: adopt it in every eligible model (except

@@ -71,18 +71,20 @@ def _with_default(questions: str, use: dict[str, Any]) -> str:
     return questions[: match.start(2)] + '"' + flow.replace('"', '\\"') + '"' + questions[match.end(2) :]
 
 
-def promote(fleet: Fleet, technique: str, opt_out: list[str]) -> Promotion:
-    """Promote ``technique``; raise SmtError (nothing written) without a passing record."""
+def promote(fleet: Fleet, change: str, opt_out: list[str]) -> Promotion:
+    """Promote ``change`` (``T`` or ``T:k=v,...``, as qualified); raise SmtError (nothing written)
+    without a passing record of exactly that change."""
     root = fleet.root
     sources = load_sources(root)
+    technique = change.partition(":")[0]
     if technique not in sources.library:
         raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
     version = str(sources.library[technique].version)
-    record = latest_record(root, technique, version, sources.version)
+    record = latest_record(root, technique, version, sources.version, change)
     if record is None:
         raise SmtError(
-            f"{technique}: no qualification record for version {version} at template {sources.version};"
-            f" run `smt qualify {technique}` first"
+            f"{change}: no qualification record for {technique} {version} at template {sources.version};"
+            f" run `smt qualify {change}` first"
         )
     if not record["passed"]:
         raise SmtError(f"{technique} {version}: its qualification at template {sources.version} failed ({'; '.join(record['reasons'][:2])}); not promoted")

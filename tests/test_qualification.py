@@ -67,6 +67,13 @@ def test_a_regression_within_noise_is_not_blamed():
     assert verdict.per_model["c"] == []
 
 
+def test_one_diverged_seed_fails_its_model_however_noisy():
+    """Seeds at +2 % and +250 %: the se hides the mean, but NE 2.8 at one seed (the base rate does
+    better) fails the model."""
+    verdict = evaluate(CRITERION, [_result("a", [0.5, 0.5], [0.45, 0.45]), _result("v", [0.4, 0.4], [0.408, 1.4])])
+    assert verdict.per_model["v"] == ["click NE reaches 2.800 at a seed (baseline at most 0.800): no better than predicting the base rate"]
+
+
 def test_criterion_fails_by_capacity_and_by_calibration():
     """A gain that costs more MFLOPs than the serving budget, or over-predicts by 40 %, fails."""
     over = evaluate(CRITERION, [_result("a", [0.5, 0.5], [0.45, 0.45], mflops=1.5)])
@@ -138,7 +145,8 @@ def test_qualify_end_to_end_writes_a_report_and_reuses_its_trials(qualify_repo):
     assert "| feed_ctr | click |" in (report / "report.md").read_text()
     assert "2 trial(s) run, 0 cached" in result.out
     record = json.loads((qualify_repo / "qualification" / "records" / "grad_clip.json").read_text())
-    assert list(record) == ["1.1.0@template-" + (REPO / "template_repo" / "VERSION").read_text().strip()]
+    key = "1.1.0@template-" + (REPO / "template_repo" / "VERSION").read_text().strip()
+    assert list(record) == [key] and record[key]["grad_clip:max_norm=5.0"]["passed"] == data["passed"]
     again = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=600)
     assert "0 trial(s) run, 2 cached" in again.out
 
@@ -152,11 +160,11 @@ def test_qualify_refuses_an_unknown_technique_and_writes_nothing(qualify_repo):
 def test_promote_refuses_without_a_passing_record(qualify_repo):
     version = (qualify_repo / "template_repo" / "VERSION").read_text()
     result = run_smt(qualify_repo, "promote", "dcn_v2")
-    assert result.code == 2 and "no qualification record for version" in result.err
+    assert result.code == 2 and "no qualification record for dcn_v2 1.0.0" in result.err
     records = qualify_repo / "qualification" / "records"
     records.mkdir(parents=True)
     key = f"1.0.0@template-{version.strip()}"
-    (records / "dcn_v2.json").write_text(json.dumps({key: {"passed": False, "reasons": ["mean gain too small"]}}))
+    (records / "dcn_v2.json").write_text(json.dumps({key: {"dcn_v2": {"passed": False, "reasons": ["mean gain too small"]}}}))
     failed = run_smt(qualify_repo, "promote", "dcn_v2")
     assert failed.code == 2 and "failed (mean gain too small)" in failed.err
     assert (qualify_repo / "template_repo" / "VERSION").read_text() == version
@@ -168,8 +176,9 @@ def test_promote_bumps_the_template_adopts_and_cites_the_report(qualify_repo):
     records = qualify_repo / "qualification" / "records"
     records.mkdir(parents=True)
     record = {"passed": True, "reasons": [], "params": {"rate": 0.2}, "models": ["feed_ctr"], "seeds": 2, "steps": 300, "mean_gain": 0.01, "report": "qualification/reports/x"}
-    (records / "field_dropout.json").write_text(json.dumps({f"1.0.0@template-{version}": record}))
-    result = run_smt(qualify_repo, "promote", "field_dropout", "--except", "video_vtr", timeout=600)
+    (records / "field_dropout.json").write_text(json.dumps({f"1.0.0@template-{version}": {"field_dropout:rate=0.2": record}}))
+    assert run_smt(qualify_repo, "promote", "field_dropout").code == 2  # qualified with rate=0.2 only
+    result = run_smt(qualify_repo, "promote", "field_dropout:rate=0.2", "--except", "video_vtr", timeout=600)
     assert result.code == 0, result.err
     new_version = (qualify_repo / "template_repo" / "VERSION").read_text().strip()
     assert new_version != version and f"template {version} -> {new_version}" in result.out

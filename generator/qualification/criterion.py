@@ -10,6 +10,9 @@ A change qualifies when all hold:
 - no model is worse than ``max_regression`` (r) beyond noise: change_mean - noise_sigmas * se <= r;
 - every objective's mean calibration is within ``calibration`` bounds, or no further from 1 than
   the baseline's (a model already miscalibrated is not blamed on the change);
+- at no seed does an objective's candidate NE reach ``max_ne`` (1.0: no better than predicting the
+  base rate) where the baseline's stayed below it; a diverged seed fails the model however noisy
+  the other seeds are;
 - the candidate's MFLOPs per example and parameters are within the model's serving budget;
 - every trial trained (a crash or a NaN is a failure).
 """
@@ -36,6 +39,7 @@ class Criterion:
     max_regression: float = 0.005
     noise_sigmas: float = 2.0
     calibration: tuple[float, float] = (0.8, 1.25)
+    max_ne: float = 1.0
     split: str = "test"
     capacity_neutral: bool = False
     seeds: int = 2
@@ -87,6 +91,7 @@ class Stat:
     mean: float
     se: float
     n: int
+    max: float = math.nan
 
     @classmethod
     def of(cls, values: list[float]) -> "Stat":
@@ -95,9 +100,9 @@ class Stat:
             return cls(math.nan, math.nan, 0)
         mean = sum(values) / n
         if n == 1:
-            return cls(mean, 0.0, 1)
+            return cls(mean, 0.0, 1, mean)
         variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-        return cls(mean, math.sqrt(variance / n), n)
+        return cls(mean, math.sqrt(variance / n), n, max(values))
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,11 @@ def evaluate(criterion: Criterion, results: list[ModelResult]) -> Verdict:
             )
         low, high = criterion.calibration
         for objective in result.objectives:
+            if objective.ne_candidate.max >= criterion.max_ne > objective.ne_baseline.max:
+                per_model[result.model].append(
+                    f"{objective.name} NE reaches {objective.ne_candidate.max:.3f} at a seed (baseline at most {objective.ne_baseline.max:.3f}):"
+                    f" no better than predicting the base rate"
+                )
             cand, base = objective.calibration_candidate.mean, objective.calibration_baseline.mean
             if not low <= cand <= high and abs(math.log(max(cand, 1e-9))) > abs(math.log(max(base, 1e-9))):
                 per_model[result.model].append(f"{objective.name} calibration {cand:.3f} outside [{low:g}, {high:g}] (baseline {base:.3f})")

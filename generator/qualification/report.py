@@ -1,8 +1,8 @@
 """A qualification's outputs: summary table (text/Markdown), JSON, a PNG plot and the verdict record.
 
-Records (``qualification/records/<technique>.json``, committed) keep, per technique, the latest
-verdict for each (technique version, template version): ``smt diff --since`` shows them and
-``smt promote`` requires a passing one.
+Records (``qualification/records/<technique>.json``, committed) keep, per technique and per
+(technique version, template version), the latest verdict of each change label (the technique
+with its params): ``smt diff --since`` shows the latest and ``smt promote`` requires a passing one.
 """
 
 from __future__ import annotations
@@ -181,7 +181,8 @@ def write_record(root: Path, q: Qualification, report_dir: Path) -> Path | None:
         report = report_dir.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         report = str(report_dir)
-    records[f"{q.technique_version}@template-{q.template_version}"] = {
+    runs = records.setdefault(f"{q.technique_version}@template-{q.template_version}", {})
+    runs[q.change.label] = {
         "technique": q.change.technique,
         "technique_version": q.technique_version,
         "template_version": q.template_version,
@@ -195,18 +196,23 @@ def write_record(root: Path, q: Qualification, report_dir: Path) -> Path | None:
         "steps": q.steps,
         "report": report,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "recorded_at": time.time(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def latest_record(root: Path, technique: str, technique_version: str, template_version: str) -> dict[str, Any] | None:
-    """The stored verdict of ``technique`` at these versions, or None."""
+def latest_record(root: Path, technique: str, technique_version: str, template_version: str, change: str | None = None) -> dict[str, Any] | None:
+    """The stored verdict of ``technique`` at these versions: of the change labelled ``change``
+    (``dcn_v2`` or ``dcn_v2:low_rank=8``) when given, else the latest of any params; or None."""
     path = record_path(root, technique)
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get(f"{technique_version}@template-{template_version}")
+    runs = json.loads(path.read_text()).get(f"{technique_version}@template-{template_version}") or {}
+    if change is not None:
+        return runs.get(change)
+    return max(runs.values(), key=lambda record: record.get("recorded_at", 0), default=None)
 
 
 def verdicts_for_changes(root: Path, changed_sources: list[str]) -> list[dict[str, Any]]:
