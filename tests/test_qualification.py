@@ -190,3 +190,15 @@ def test_promote_bumps_the_template_adopts_and_cites_the_report(qualify_repo):
     changelog = (qualify_repo / "CHANGELOG.md").read_text()
     assert f"## {new_version}" in changelog and "qualification/reports/x/report.md" in changelog
     assert run_smt(qualify_repo, "check").code == 0
+
+
+def test_adopt_verify_stops_a_harmful_change_and_writes_nothing(qualify_repo):
+    """Dropping 90 % of the fields in training wrecks notification_open: the gate exits 1, the spec stays."""
+    criterion = qualify_repo / "qualification.yml"
+    criterion.write_text(criterion.read_text().replace("  steps: 200", "  steps: 100"))
+    before = (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text()
+    result = run_smt(qualify_repo, "adopt", "field_dropout", "--models", "notification_open", "--param", "rate=0.9", "--verify", timeout=900)
+    assert result.code == 1, result.err
+    assert "verify: FAILED (1 model(s), 1 seed(s), 100 steps)" in result.out
+    assert "verify: notification_open: logloss worse by" in result.out
+    assert (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text() == before
