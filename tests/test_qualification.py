@@ -202,3 +202,24 @@ def test_adopt_verify_stops_a_harmful_change_and_writes_nothing(qualify_repo):
     assert "verify: FAILED (1 model(s), 1 seed(s), 100 steps)" in result.out
     assert "verify: notification_open: logloss worse by" in result.out
     assert (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text() == before
+
+
+def test_diff_since_shows_each_changed_techniques_verdict_or_none(tmp_path):
+    """A technique edit without a record says 'none'; with a record for the new version, its verdict."""
+    from repo_support import bump_minor, make_smt_repo, smt
+
+    repo = make_smt_repo(tmp_path / "smt", models=("notification_open",))
+    patch = repo / "techniques" / "fibinet" / "model.py"
+    patch.write_text(patch.read_text() + "\n# a reviewer's note\n")
+    version = bump_minor(repo / "techniques" / "fibinet" / "technique.yml")
+    text = smt(repo, "diff", "--since", "main", root=repo)
+    assert text.code == 0, text.err
+    assert f"qualification of fibinet {version} (template 0.1.0): none; run `smt qualify fibinet` before propagating" in text.out
+    records = repo / "qualification" / "records"
+    records.mkdir(parents=True)
+    record = {"passed": False, "mean_gain": -0.01, "models": ["notification_open"], "date": "2026-12-01", "report": "qualification/reports/r", "recorded_at": 1}
+    (records / "fibinet.json").write_text(json.dumps({f"{version}@template-0.1.0": {"fibinet": record}}))
+    data = json.loads(smt(repo, "diff", "--since", "main", "--format", "json", root=repo).out)
+    assert data["qualification"][0]["record"]["passed"] is False
+    markdown = smt(repo, "diff", "--since", "main", "--format", "markdown", root=repo).out
+    assert f"- qualification of fibinet {version} (template 0.1.0): FAIL, mean gain -1.000% on notification_open" in markdown
