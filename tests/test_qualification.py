@@ -223,3 +223,18 @@ def test_diff_since_shows_each_changed_techniques_verdict_or_none(tmp_path):
     assert data["qualification"][0]["record"]["passed"] is False
     markdown = smt(repo, "diff", "--since", "main", "--format", "markdown", root=repo).out
     assert f"- qualification of fibinet {version} (template 0.1.0): FAIL, mean gain -1.000% on notification_open" in markdown
+
+
+def test_qualify_against_a_ref_trains_the_committed_code_against_the_working_tree(tmp_path):
+    """A working-tree change (here a higher learning rate in the spec) is qualified against main."""
+    from repo_support import make_smt_repo, smt
+
+    repo = make_smt_repo(tmp_path / "smt", models=("notification_open",))
+    shutil.copy(REPO / "qualification.yml", repo / "qualification.yml")
+    spec = repo / "generated" / "notification_open" / ".copier-answers.yml"
+    spec.write_text(spec.read_text().replace("techniques:", "hyperparameters:\n  learning_rate: 0.01\ntechniques:"))
+    result = smt(repo, "qualify", "--against", "main", "--on", "notification_open", "--seeds", "1", "--steps", "20", "--report", str(tmp_path / "r"), root=repo)
+    assert result.code in (0, 1), result.err
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["change"] == "working tree vs main" and data["models"] == ["notification_open"]
+    assert not (repo / "qualification" / "records").exists()  # only techniques get records
