@@ -19,7 +19,7 @@ from .fleet import Fleet, find_root
 from .qualification import load_criterion
 from .qualification import report as qreport
 from .qualification.run import Qualification, qualify as run_qualification
-from .qualification.variants import parse_change
+from .qualification.variants import Change, parse_change
 
 
 @app.command("representatives")
@@ -107,10 +107,11 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
 
     root = find_root()
     criterion = load_criterion(root)
-    label = technique + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    change = Change(technique=technique, params=dict(params))
+    label = change.label
     with tempfile.TemporaryDirectory(prefix="smt-verify-") as scratch:
         q = run_qualification(
-            Fleet(root), parse_change(label, None), criterion, on=",".join(models),
+            Fleet(root), change, criterion, on=",".join(models),
             seeds=criterion.verify_seeds, steps=criterion.verify_steps, scratch=Path(scratch),
         )
         gate = evaluate(replace(criterion, min_mean_gain=-float("inf")), q.results)
