@@ -21,6 +21,7 @@ from .pipeline import (
     plan_techniques,
     renderer_for,
     trace_file,
+    use_store,
 )
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
@@ -40,6 +41,7 @@ __all__ = [
     "load_local_techniques",
     "plan_for",
     "trace_file",
+    "use_store",
     "load_sources",
     "plan_techniques",
     "renderer_for",
