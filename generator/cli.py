@@ -22,6 +22,8 @@ from .engine.patch import parse_patch
 from .impact import measure_impact
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry, find_root, load_answers
 from .render import RenderedTree, render_model
+from .cache import RenderCache
+from .regeneration import default_jobs, fleet_changes
 from .sync import FileChange, compare, count_lines, read_tree, write_tree
 from .versions import changed_techniques, version_problems, write_lock
 
@@ -46,39 +48,77 @@ def _fail(error: SmtError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _render_all(fleet: Fleet, entries: list[ModelEntry], verb: str) -> dict[str, tuple[ModelEntry, RenderedTree]]:
-    """Render every model first, so any bad spec stops the run before anything is written."""
-    rendered = {}
-    started = time.perf_counter()
-    for index, entry in enumerate(entries, 1):
-        tree = render_model(fleet.root, entry.answers, entry.name, entry.directory)
-        rendered[entry.name] = (entry, tree)
-        _say(f"[{index}/{len(entries)}] {verb} {entry.name} ({len(tree)} files)")
-    _say(f"rendered {len(entries)} model(s) in {time.perf_counter() - started:.1f}s")
-    return rendered
+Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Processes rendering models (default: one per CPU).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Render every model, ignoring (and not trusting) .smt/cache.")]
 
 
-def _changes(fleet: Fleet, names: list[str] | None, verb: str) -> list[tuple[ModelEntry, RenderedTree, list[FileChange]]]:
+def _fleet() -> Fleet:
+    """The fleet of the current SMT repository, with the render cache attached to the engine."""
+    fleet = Fleet(find_root())
+    engine.use_store(_cache(fleet))
+    return fleet
+
+
+def _cache(fleet: Fleet, no_cache: bool = False) -> RenderCache:
+    return RenderCache(fleet.root, enabled=not no_cache and not os.environ.get("SMT_NO_CACHE"))
+
+
+class _ProgressBar:
+    """A progress bar on stderr while models render, only when stderr is a terminal."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from rich.progress import Progress  # noqa: PLC0415 - only for terminals
+
+            from rich.console import Console  # noqa: PLC0415
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(f"{self.verb} models", total=total)
+        self.bar.update(self.task, completed=done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None = None, no_cache: bool = False) -> list[tuple[ModelEntry, RenderedTree | None, list[FileChange]]]:
     entries = fleet.models(names)
     if not entries:
         raise SmtError(f"no models in {GENERATED_DIR}/; create one with `smt new NAME --data-file SPEC.yml`")
-    results = []
-    for entry, tree in _render_all(fleet, entries, verb).values():
-        results.append((entry, tree, compare(read_tree(entry.directory), tree)))
-    return results
+    bar = _ProgressBar(verb)
+    try:
+        run = fleet_changes(fleet.root, entries, jobs or default_jobs(), _cache(fleet, no_cache), bar)
+    finally:
+        bar.close()
+    _say(
+        f"{verb} {len(entries)} model(s) in {run.seconds:.1f}s: {run.rendered} rendered "
+        f"({run.jobs} job(s)), {run.cached} unchanged since their last render (cache)"
+    )
+    return [(result.entry, result.tree, result.changes) for result in run.results]
 
 
 @app.command()
-def generate(models: Models = None) -> None:
+def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False) -> None:
     """Regenerate models from the working tree's template, techniques and specs."""
     try:
-        fleet = Fleet(find_root())
-        results = _changes(fleet, models, "rendered")
+        fleet = _fleet()
+        results = _changes(fleet, models, "generate:", jobs, no_cache)
     except SmtError as error:
         raise _fail(error)
     written = 0
     for entry, tree, changes in results:
-        if changes:
+        if changes and tree is not None:
             write_tree(entry.directory, tree)
             written += 1
             added, removed = count_lines(changes)
@@ -90,12 +130,14 @@ def generate(models: Models = None) -> None:
 def check(
     models: Models = None,
     capacity: Annotated[bool, typer.Option("--capacity", help="Also measure every model against its serving budget (needs PyTorch).")] = False,
+    jobs: Jobs = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Exit 0 when generated/ equals a fresh regeneration, 1 listing every differing file
     (and, with --capacity, every model over its serving budget)."""
     try:
-        fleet = Fleet(find_root())
-        results = _changes(fleet, models, "checked")
+        fleet = _fleet()
+        results = _changes(fleet, models, "check:", jobs, no_cache)
     except SmtError as error:
         raise _fail(error)
     stale = [(entry, change) for entry, _, changes in results for change in changes]
@@ -143,14 +185,15 @@ def diff(
     models: Models = None,
     since: Annotated[Optional[str], typer.Option("--since", help="Report what the working tree changes relative to this git ref.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text, markdown (a PR description) or json; with --since.")] = "text",
+    jobs: Jobs = None,
 ) -> None:
     """Print the unified diff that `smt generate` would apply, or with --since REF a fleet impact report."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         if since is None:
             if output_format != "text":
                 raise SmtError("--format needs --since REF")
-            results = _changes(fleet, models, "rendered")
+            results = _changes(fleet, models, "diff:", jobs)
         else:
             formatter = _formatter(output_format)
             report = review.diff_since(fleet, since, models)
@@ -186,7 +229,7 @@ def preview(
 ) -> None:
     """Show what adopting TECHNIQUE would change in each model, without writing anything."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         if technique not in engine.load_sources(fleet.root).library:
             raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
         entries = adoption.select(fleet, models, None, all_eligible or not models)
@@ -199,7 +242,7 @@ def preview(
 
 def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool) -> None:
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         entries = adoption.select(fleet, models, where, all_eligible)
         outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
         if models and outcome.not_applicable:
@@ -242,15 +285,15 @@ def drop(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False, jobs: Jobs = None) -> None:
     """The adoption matrix (models x techniques), template versions, sync state and adoption per release."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         library = list(engine.load_sources(fleet.root).library)
         rows = []
-        for entry in fleet.models():
+        for entry, _, changes in _changes(fleet, None, "status:", jobs):
             used = [use.get("name") for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
-            in_sync = not compare(read_tree(entry.directory), render_model(fleet.root, entry.answers, entry.name, entry.directory))
+            in_sync = not changes
             rows.append({"model": entry.name, "template_version": adoption.template_version_of(entry.directory), "in_sync": in_sync, "techniques": used})
         history = adoption.adoption_history(fleet.root)
     except SmtError as error:
@@ -277,7 +320,7 @@ def new(
 ) -> None:
     """Create generated/NAME from a spec file and generate its code."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         answers = load_answers(data_file)
         answers = {"model_name": name, **answers}  # the name first, as in every spec
         declared = answers["model_name"]
@@ -299,7 +342,7 @@ def new(
 def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line>")]) -> None:
     """Say which technique (name and version), local technique or template file wrote a line."""
     try:
-        attribution = blame_line(find_root(), location)
+        attribution = blame_line(_fleet().root, location)
     except SmtError as error:
         raise _fail(error)
     typer.echo(f"{location}: {attribution.author} ({attribution.source})")
@@ -327,7 +370,7 @@ def techniques(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         sources = engine.load_sources(fleet.root)
         users = _users(fleet, list(sources.library))
     except SmtError as error:
@@ -385,7 +428,7 @@ def techniques_show(
 ) -> None:
     """Print a technique's summary, reference, params, preconditions, requires/conflicts, extension points and patch."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         sources = engine.load_sources(fleet.root)
         technique = sources.library.get(name)
         if technique is None:
@@ -449,7 +492,7 @@ def train(
     --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
     """
     try:
-        entry = Fleet(find_root()).model(model)
+        entry = _fleet().model(model)
         extra = ["--seed", str(seed)] if seed is not None else []
         code = _run_model(entry, "train", "--steps", str(steps), *extra, *(ctx.args if ctx is not None else []))
     except SmtError as error:
@@ -464,7 +507,7 @@ def demo(
 ) -> None:
     """The main job on the embedded example fleet: regenerate it, then train one model and report."""
     typer.echo("== smt generate: regenerating the example fleet ==")
-    generate(None)
+    generate(None, None, False)
     typer.echo(f"\n== smt train {model} --steps {steps} ==")
     train(None, model, steps, None)
 

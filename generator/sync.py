@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,6 +60,26 @@ def read_tree(directory: Path) -> RenderedTree:
             except UnicodeDecodeError:
                 tree[relative.as_posix()] = "<binary file>"
     return tree
+
+
+def digest_tree(directory: Path) -> dict[str, str]:
+    """SHA-256 of the bytes of every file ``read_tree`` would read (a superset when links are involved:
+    following them can only add files, which makes a comparison fail and fall back to ``read_tree``)."""
+    digests: dict[str, str] = {}
+    if not directory.is_dir():
+        return digests
+    for folder, dirs, files in os.walk(directory, followlinks=True):
+        relative_folder = Path(folder).relative_to(directory)
+        dirs[:] = [d for d in dirs if not _ignored(relative_folder / d) and (relative_folder / d).parts[0] not in INPUTS]
+        for name in files:
+            relative = relative_folder / name
+            if _ignored(relative) or relative.parts[0] in INPUTS:
+                continue
+            try:
+                digests[relative.as_posix()] = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
+            except OSError:
+                digests[relative.as_posix()] = "<unreadable>"
+    return digests
 
 
 def compare(current: RenderedTree, rendered: RenderedTree) -> list[FileChange]:

@@ -1,0 +1,167 @@
+"""The render cache in ``<root>/.smt/cache`` (git-ignored): content-addressed, so it is never stale.
+
+Two kinds of entries, each under the hash of everything that decides it:
+
+- ``files/``: one finished file (patched, formatted, with its header) per (engine code, libcst and
+  black versions, template version and extension points, target, rendered text, fingerprints and
+  params of the techniques touching it): the engine's ``FinishStore``.
+- ``models/``: per model, the SHA-256 of each file it renders to, under ``model_key``: the
+  generator's code, the versions of Python, Copier, Jinja2, pydantic, PyYAML, libcst and black,
+  every file of ``template_repo/``, the spec's bytes, the model's local techniques and every file
+  of each shared technique the spec names.
+
+A model whose key has an entry and whose folder hashes to it is in sync without rendering; any
+other model is rendered (and the entry written). An entry is only ever written from a render, and
+a key changes with any input, so the cache can make ``smt check`` faster but never change its
+answer. Deleting ``.smt/`` is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from . import engine
+
+CACHE_DIR = Path(".smt") / "cache"
+TOOLS = ("copier", "jinja2", "pydantic", "pyyaml", "libcst", "black")
+_SKIP_PARTS = frozenset({"__pycache__", ".pytest_cache"})
+GENERATOR_DIR = Path(__file__).resolve().parent
+
+
+def _tool_versions() -> str:
+    versions = [f"python {sys.version}"]
+    for tool in TOOLS:
+        try:
+            versions.append(f"{tool} {version(tool)}")
+        except PackageNotFoundError:
+            versions.append(f"{tool} missing")
+    return "; ".join(versions)
+
+
+def hash_folder(directory: Path, digest: Any | None = None) -> Any:
+    """Update (or start) a SHA-256 with every file under ``directory``: relative paths and bytes."""
+    digest = digest if digest is not None else hashlib.sha256()
+    if not directory.is_dir():
+        digest.update(b"<absent>")
+        return digest
+    for folder, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_PARTS)
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(folder) / name
+            digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename: readers (other processes) see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class RenderCache:
+    """The cache of one SMT repository; ``enabled=False`` turns every lookup into a miss."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root = root
+        self.directory = root / CACHE_DIR
+        self.enabled = enabled
+        self._technique_hashes: dict[str, str] = {}
+        self._base: str | None = None
+
+    # -- finished files (the engine's FinishStore) -------------------------------------------
+    def get(self, key: str) -> str | None:
+        if not self.enabled:
+            return None
+        try:
+            return (self.directory / "files" / key[:2] / key).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def put(self, key: str, text: str) -> None:
+        if self.enabled:
+            try:
+                _write_atomically(self.directory / "files" / key[:2] / key, text.encode())
+            except OSError:
+                pass  # a cache that cannot be written is only slower
+
+    # -- models ------------------------------------------------------------------------------
+    def base_key(self) -> str:
+        """What every model shares: generator code, tool versions and the whole template."""
+        if self._base is None:
+            digest = hashlib.sha256(_tool_versions().encode())
+            hash_folder(GENERATOR_DIR, digest)
+            hash_folder(self.root / engine.pipeline.TEMPLATE_DIR, digest)
+            self._base = digest.hexdigest()
+        return self._base
+
+    def technique_hash(self, name: str) -> str:
+        cached = self._technique_hashes.get(name)
+        if cached is None:
+            folder = self.root / engine.pipeline.TECHNIQUES_DIR / name
+            if not name or "/" in name or name.startswith("."):
+                folder = self.root / ".smt" / "no-such-technique"
+            cached = self._technique_hashes[name] = hash_folder(folder).hexdigest()
+        return cached
+
+    def model_key(self, model: str, directory: Path, answers: Mapping[str, Any]) -> str:
+        """The hash of every input of one model's render (see the module docstring)."""
+        digest = hashlib.sha256(self.base_key().encode() + b"\0" + model.encode() + b"\0")
+        from .fleet import ANSWERS_FILE  # noqa: PLC0415 - fleet imports nothing of ours
+
+        spec = directory / ANSWERS_FILE
+        digest.update(spec.read_bytes() if spec.is_file() else b"<no spec>")
+        digest.update(json.dumps(answers, sort_keys=True, default=str).encode())
+        hash_folder(directory / engine.pipeline.LOCAL_TECHNIQUES_DIR, digest)
+        for name in technique_names(answers):
+            digest.update(f"\0technique {name} ".encode() + self.technique_hash(name).encode())
+        return digest.hexdigest()
+
+    def model_digests(self, key: str) -> dict[str, str] | None:
+        if not self.enabled:
+            return None
+        try:
+            data = json.loads((self.directory / "models" / key[:2] / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def put_model(self, key: str, tree: Mapping[str, str]) -> None:
+        if self.enabled:
+            digests = {path: text_digest(text) for path, text in sorted(tree.items())}
+            try:
+                _write_atomically(self.directory / "models" / key[:2] / f"{key}.json", json.dumps(digests).encode())
+            except OSError:
+                pass
+
+
+def technique_names(answers: Mapping[str, Any]) -> list[str]:
+    """The shared techniques a spec names (sorted; anything malformed is left to validation)."""
+    names = set()
+    uses = answers.get("techniques")
+    if isinstance(uses, Iterable) and not isinstance(uses, (str, bytes, Mapping)):
+        for use in uses:
+            if isinstance(use, Mapping) and isinstance(use.get("name"), str):
+                names.add(use["name"])
+    return sorted(names)
