@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import engine
+from .engine.paths import LOCAL_TECHNIQUES_DIR, TECHNIQUES_DIR, TEMPLATE_DIR
 
 CACHE_DIR = Path(".smt") / "cache"
 TOOLS = ("copier", "jinja2", "pydantic", "pyyaml", "libcst", "black")
@@ -112,14 +112,14 @@ class RenderCache:
         if self._base is None:
             digest = hashlib.sha256(_tool_versions().encode())
             hash_folder(GENERATOR_DIR, digest)
-            hash_folder(self.root / engine.pipeline.TEMPLATE_DIR, digest)
+            hash_folder(self.root / TEMPLATE_DIR, digest)
             self._base = digest.hexdigest()
         return self._base
 
     def technique_hash(self, name: str) -> str:
         cached = self._technique_hashes.get(name)
         if cached is None:
-            folder = self.root / engine.pipeline.TECHNIQUES_DIR / name
+            folder = self.root / TECHNIQUES_DIR / name
             if not name or "/" in name or name.startswith("."):
                 folder = self.root / ".smt" / "no-such-technique"
             cached = self._technique_hashes[name] = hash_folder(folder).hexdigest()
@@ -133,7 +133,7 @@ class RenderCache:
         spec = directory / ANSWERS_FILE
         digest.update(spec.read_bytes() if spec.is_file() else b"<no spec>")
         digest.update(json.dumps(answers, sort_keys=True, default=str).encode())
-        hash_folder(directory / engine.pipeline.LOCAL_TECHNIQUES_DIR, digest)
+        hash_folder(directory / LOCAL_TECHNIQUES_DIR, digest)
         for name in technique_names(answers):
             digest.update(f"\0technique {name} ".encode() + self.technique_hash(name).encode())
         return digest.hexdigest()

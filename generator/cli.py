@@ -16,9 +16,7 @@ import yaml
 
 from . import __version__, adoption, engine, review
 from .engine import SmtError
-from .blame import blame as blame_line
 from .capacity import measure_fleet_capacity, over_budget
-from .engine.patch import parse_patch
 from .impact import measure_impact
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry, find_root, load_answers
 from .render import RenderedTree, render_model
@@ -342,6 +340,8 @@ def new(
 def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line>")]) -> None:
     """Say which technique (name and version), local technique or template file wrote a line."""
     try:
+        from .blame import blame as blame_line  # noqa: PLC0415 - imports the engine's formatter
+
         attribution = blame_line(_fleet().root, location)
     except SmtError as error:
         raise _fail(error)
@@ -412,6 +412,8 @@ def techniques_lock(
 
 
 def _touched_points(technique: engine.Technique, sources: engine.TemplateSources) -> list[str]:
+    from .engine.patch import parse_patch  # noqa: PLC0415 - libcst
+
     touched = []
     for target, source in technique.patches:
         points = sources.extension_points.get(target, {})

@@ -20,7 +20,7 @@ from . import engine
 from .cache import RenderCache
 from .engine import SmtError
 from .fleet import ModelEntry
-from .render import RenderedTree, render_model
+from .render import RenderedTree, render_model  # light: Copier and the engine load on first render
 from .sync import FileChange, compare, digest_tree, read_tree
 
 Progress = Callable[[int, int], None]  # (models rendered so far, models to render)

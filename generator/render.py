@@ -20,8 +20,6 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
-from copier._main import Worker
-from copier._types import Phase
 
 from . import engine
 from .engine import SmtError
@@ -42,6 +40,8 @@ class TemplateRenderer:
     """Copier's Jinja environment, question defaults and file list for one template folder."""
 
     def __init__(self, template_dir: Path) -> None:
+        from copier._main import Worker  # noqa: PLC0415 - Copier takes a while to import; only renders need it
+
         self.template_dir = template_dir
         worker = Worker(src_path=str(template_dir), dst_path=Path("."), defaults=True, unsafe=True, quiet=True)
         template = worker.template
@@ -116,7 +116,7 @@ class TemplateRenderer:
             "_copier_conf": conf,
             "_folder_name": destination.name,
             "_copier_python": sys.executable,
-            "_copier_phase": Phase.RENDER,
+            "_copier_phase": _render_phase(),
         }
         tree: RenderedTree = {}
         for relative, is_template in self.sources:
@@ -134,6 +134,12 @@ class TemplateRenderer:
             else:
                 tree[path] = (self.root / relative).read_text()
         return dict(sorted(tree.items()))
+
+
+def _render_phase() -> Any:
+    from copier._types import Phase  # noqa: PLC0415
+
+    return Phase.RENDER
 
 
 _RENDERERS: dict[Path, tuple[tuple[tuple[str, int, int], ...], TemplateRenderer]] = {}

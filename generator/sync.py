@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine.pipeline import LOCAL_TECHNIQUES_DIR
+from .engine.paths import LOCAL_TECHNIQUES_DIR
 from .fleet import ANSWERS_FILE
 from .render import RenderedTree
 

@@ -27,9 +27,7 @@ from .shapes import shape_of, unshape
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
-TEMPLATE_DIR = "template_repo"
-TECHNIQUES_DIR = "techniques"
-LOCAL_TECHNIQUES_DIR = "local_techniques"  # inside a model's folder, next to its spec
+from .paths import LOCAL_TECHNIQUES_DIR, TECHNIQUES_DIR, TEMPLATE_DIR
 VERSION_FILE = "VERSION"
 EXTENSION_POINTS_FILE = "extension_points.yml"
 CONFIG_TARGET = "config.py"
