@@ -23,12 +23,15 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from .engine.paths import LOCAL_TECHNIQUES_DIR, TECHNIQUES_DIR, TEMPLATE_DIR
+from .fleet import ANSWERS_FILE, load_answers
+from .sync import LinkedFolder, file_digest, tree_files
 
 CACHE_DIR = Path(".smt") / "cache"
 TOOLS = ("copier", "jinja2", "pydantic", "pyyaml", "libcst", "black")
@@ -80,6 +83,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def technique_names(answers: Mapping[str, Any]) -> list[str]:
+    """The shared techniques a spec names (sorted; anything malformed is left to validation)."""
+    names = set()
+    uses = answers.get("techniques")
+    if isinstance(uses, Iterable) and not isinstance(uses, (str, bytes, Mapping)):
+        for use in uses:
+            if isinstance(use, Mapping) and isinstance(use.get("name"), str):
+                names.add(use["name"])
+    return sorted(names)
+
+
 class RenderCache:
     """The cache of one SMT repository; ``enabled=False`` turns every lookup into a miss."""
 
@@ -89,6 +103,10 @@ class RenderCache:
         self.enabled = enabled
         self._technique_hashes: dict[str, str] = {}
         self._base: str | None = None
+        self._specs: dict[str, str] | None = None  # spec SHA-256 -> its parsed answers as JSON
+        self._spec_sha: dict[Path, str] = {}
+        self._folders: dict[str, Any] | None = None  # model folder -> recorded file stats and hashes
+        self._dirty: set[str] = set()
 
     # -- finished files (the engine's FinishStore) -------------------------------------------
     def get(self, key: str) -> str | None:
@@ -128,10 +146,9 @@ class RenderCache:
     def model_key(self, model: str, directory: Path, answers: Mapping[str, Any]) -> str:
         """The hash of every input of one model's render (see the module docstring)."""
         digest = hashlib.sha256(self.base_key().encode() + b"\0" + model.encode() + b"\0")
-        from .fleet import ANSWERS_FILE  # noqa: PLC0415 - fleet imports nothing of ours
-
         spec = directory / ANSWERS_FILE
-        digest.update(spec.read_bytes() if spec.is_file() else b"<no spec>")
+        sha = self._spec_sha.get(spec) or (hashlib.sha256(spec.read_bytes()).hexdigest() if spec.is_file() else "<no spec>")
+        digest.update(sha.encode())
         digest.update(json.dumps(answers, sort_keys=True, default=str).encode())
         hash_folder(directory / LOCAL_TECHNIQUES_DIR, digest)
         for name in technique_names(answers):
@@ -156,12 +173,89 @@ class RenderCache:
                 pass
 
 
-def technique_names(answers: Mapping[str, Any]) -> list[str]:
-    """The shared techniques a spec names (sorted; anything malformed is left to validation)."""
-    names = set()
-    uses = answers.get("techniques")
-    if isinstance(uses, Iterable) and not isinstance(uses, (str, bytes, Mapping)):
-        for use in uses:
-            if isinstance(use, Mapping) and isinstance(use.get("name"), str):
-                names.add(use["name"])
-    return sorted(names)
+    # -- parsed specs (YAML is the slowest part of reading a large fleet) ----------------------
+    def load_answers(self, path: Path) -> dict[str, Any]:
+        """``fleet.load_answers``, remembered by the spec's SHA-256 (exactly its bytes)."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return load_answers(path)  # its error message
+        sha = hashlib.sha256(data).hexdigest()
+        self._spec_sha[path] = sha
+        if self._specs is None:
+            self._specs = self._read_json("specs.json")
+        known = self._specs.get(sha) if self.enabled else None
+        if isinstance(known, str):
+            return json.loads(known)
+        answers = load_answers(path)
+        try:
+            text = json.dumps(answers, sort_keys=True)
+        except (TypeError, ValueError):
+            return answers
+        if json.loads(text) == answers:  # only specs that JSON carries exactly (no dates, tuples)
+            self._specs[sha] = text
+            self._dirty.add("specs.json")
+        return answers
+
+    # -- file hashes of model folders, trusted while the files' stat is unchanged ----------------
+    def folder_digests(self, directory: Path) -> dict[str, str]:
+        """``sync.digest_tree(directory)``, reading only files whose stat changed since recorded.
+
+        A recorded hash is reused only when size, mtime, ctime and inode are all unchanged and the
+        file was last changed at least two seconds before it was recorded (as git's index does for
+        "racily clean" files): an edit always moves ctime, which no tool can set back.
+        """
+        if self._folders is None:
+            self._folders = self._read_json("folders.json")
+        key = str(directory.resolve())
+        recorded = self._folders.get(key) if self.enabled else None
+        recorded = recorded if isinstance(recorded, dict) else {}
+        known = recorded.get("files", {}) if isinstance(recorded.get("files"), dict) else {}
+        settled_before = int(recorded.get("at", 0)) - 2_000_000_000
+        now = time.time_ns()
+        digests, files, changed = {}, {}, False
+        try:
+            listed = list(tree_files(directory))
+        except LinkedFolder:
+            return {"<linked folder>": ""}  # never equal to a render's hashes: compared in full
+        for relative, path in listed:
+            try:
+                info = os.stat(path)
+            except OSError:
+                digests[relative] = "<unreadable>"
+                changed = True
+                continue
+            stat = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+            entry = known.get(relative)
+            if entry and entry[:4] == stat and max(stat[1], stat[2]) < settled_before:
+                sha = entry[4]
+            else:
+                sha = file_digest(path)
+                changed = True
+            digests[relative] = sha
+            files[relative] = [*stat, sha]
+        if changed or set(files) != set(known):
+            self._folders[key] = {"at": now, "files": files}
+            self._dirty.add("folders.json")
+        return digests
+
+    def _read_json(self, name: str) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        try:
+            data = json.loads((self.directory / name).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def flush(self) -> None:
+        """Write the spec and folder indexes if this run changed them."""
+        if not self.enabled:
+            return
+        for name in sorted(self._dirty):
+            data = self._specs if name == "specs.json" else self._folders
+            try:
+                _write_atomically(self.directory / name, json.dumps(data).encode())
+            except OSError:
+                pass
+        self._dirty.clear()

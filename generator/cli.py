@@ -50,15 +50,20 @@ Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Proces
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Render every model, ignoring (and not trusting) .smt/cache.")]
 
 
-def _fleet() -> Fleet:
-    """The fleet of the current SMT repository, with the render cache attached to the engine."""
-    fleet = Fleet(find_root())
-    engine.use_store(_cache(fleet))
-    return fleet
+_CACHES: dict[Path, RenderCache] = {}
 
 
-def _cache(fleet: Fleet, no_cache: bool = False) -> RenderCache:
-    return RenderCache(fleet.root, enabled=not no_cache and not os.environ.get("SMT_NO_CACHE"))
+def _fleet(no_cache: bool = False) -> Fleet:
+    """The fleet of the current SMT repository, reading specs through the render cache, which is
+    also attached to the engine (``--no-cache`` or SMT_NO_CACHE=1: an always-empty cache)."""
+    root = find_root()
+    cache = _CACHES[root] = RenderCache(root, enabled=not no_cache and not os.environ.get("SMT_NO_CACHE"))
+    engine.use_store(cache)
+    return Fleet(root, cache.load_answers)
+
+
+def _cache(fleet: Fleet) -> RenderCache:
+    return _CACHES.get(fleet.root) or RenderCache(fleet.root, enabled=not os.environ.get("SMT_NO_CACHE"))
 
 
 class _ProgressBar:
@@ -90,13 +95,13 @@ class _ProgressBar:
             self.bar = None
 
 
-def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None = None, no_cache: bool = False) -> list[tuple[ModelEntry, RenderedTree | None, list[FileChange]]]:
+def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None = None) -> list[tuple[ModelEntry, RenderedTree | None, list[FileChange]]]:
     entries = fleet.models(names)
     if not entries:
         raise SmtError(f"no models in {GENERATED_DIR}/; create one with `smt new NAME --data-file SPEC.yml`")
     bar = _ProgressBar(verb)
     try:
-        run = fleet_changes(fleet.root, entries, jobs or default_jobs(), _cache(fleet, no_cache), bar)
+        run = fleet_changes(fleet.root, entries, jobs or default_jobs(), _cache(fleet), bar)
     finally:
         bar.close()
     _say(
@@ -110,8 +115,8 @@ def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None 
 def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False) -> None:
     """Regenerate models from the working tree's template, techniques and specs."""
     try:
-        fleet = _fleet()
-        results = _changes(fleet, models, "generate:", jobs, no_cache)
+        fleet = _fleet(no_cache)
+        results = _changes(fleet, models, "generate:", jobs)
     except SmtError as error:
         raise _fail(error)
     written = 0
@@ -134,8 +139,8 @@ def check(
     """Exit 0 when generated/ equals a fresh regeneration, 1 listing every differing file
     (and, with --capacity, every model over its serving budget)."""
     try:
-        fleet = _fleet()
-        results = _changes(fleet, models, "check:", jobs, no_cache)
+        fleet = _fleet(no_cache)
+        results = _changes(fleet, models, "check:", jobs)
     except SmtError as error:
         raise _fail(error)
     stale = [(entry, change) for entry, _, changes in results for change in changes]

@@ -21,7 +21,7 @@ from .cache import RenderCache
 from .engine import SmtError
 from .fleet import ModelEntry
 from .render import RenderedTree, render_model  # light: Copier and the engine load on first render
-from .sync import FileChange, compare, digest_tree, read_tree
+from .sync import FileChange, compare, read_tree
 
 Progress = Callable[[int, int], None]  # (models rendered so far, models to render)
 MIN_MODELS_PER_POOL = 4  # fewer than this render faster in-process than a pool starts
@@ -108,7 +108,7 @@ def fleet_changes(
     for entry in entries:
         key = cache.model_key(entry.name, entry.directory, entry.answers)
         recorded = cache.model_digests(key)
-        if recorded is not None and digest_tree(entry.directory) == recorded:
+        if recorded is not None and cache.folder_digests(entry.directory) == recorded:
             by_name[entry.name] = ModelResult(entry, None, [])
             run.cached += 1
         else:
@@ -117,6 +117,7 @@ def fleet_changes(
     for (entry, key), tree in zip(pending, trees):
         cache.put_model(key, tree)
         by_name[entry.name] = ModelResult(entry, tree, compare(read_tree(entry.directory), tree))
+    cache.flush()
     run.rendered = len(pending)
     run.results = [by_name[entry.name] for entry in entries]
     run.seconds = time.perf_counter() - started

@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,24 +62,45 @@ def read_tree(directory: Path) -> RenderedTree:
     return tree
 
 
-def digest_tree(directory: Path) -> dict[str, str]:
-    """SHA-256 of the bytes of every file ``read_tree`` would read (a superset when links are involved:
-    following them can only add files, which makes a comparison fail and fall back to ``read_tree``)."""
-    digests: dict[str, str] = {}
+class LinkedFolder(Exception):
+    """A model folder holds a link to a folder: ``tree_files`` cannot vouch for what read_tree sees."""
+
+
+def tree_files(directory: Path) -> Iterator[tuple[str, str]]:
+    """(relative path, path) of every file ``read_tree`` would read, in no particular order.
+
+    Raises LinkedFolder on a symbolic link to a folder (callers then compare with ``read_tree``).
+    Plain ``os.scandir``: a thousand model folders are walked in a fraction of a second.
+    """
     if not directory.is_dir():
-        return digests
-    for folder, dirs, files in os.walk(directory, followlinks=True):
-        relative_folder = Path(folder).relative_to(directory)
-        dirs[:] = [d for d in dirs if not _ignored(relative_folder / d) and (relative_folder / d).parts[0] not in INPUTS]
-        for name in files:
-            relative = relative_folder / name
-            if _ignored(relative) or relative.parts[0] in INPUTS:
-                continue
-            try:
-                digests[relative.as_posix()] = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
-            except OSError:
-                digests[relative.as_posix()] = "<unreadable>"
-    return digests
+        return
+    stack = [("", str(directory))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name in IGNORED_PARTS or (not prefix and name in INPUTS):
+                    continue
+                if entry.is_dir():
+                    if entry.is_symlink():
+                        raise LinkedFolder(entry.path)
+                    stack.append((f"{prefix}{name}/", entry.path))
+                elif entry.is_file() and not name.endswith(".pyc"):
+                    yield prefix + name, entry.path
+
+
+def file_digest(path: Path | str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return "<unreadable>"
+
+
+def digest_tree(directory: Path) -> dict[str, str]:
+    """SHA-256 of the bytes of every file ``read_tree`` would read."""
+    return {relative: file_digest(path) for relative, path in tree_files(directory)}
 
 
 def compare(current: RenderedTree, rendered: RenderedTree) -> list[FileChange]:

@@ -177,3 +177,29 @@ def test_output_is_the_same_whatever_jobs_and_cache(small_root: Path) -> None:
     assert serial == pooled == cached
     assert serial[0] == read_tree(REPO / "generated" / MODEL)
     assert serial[1] == read_tree(REPO / "generated" / "video_vtr")
+
+
+def test_folder_hashes_are_reused_only_while_a_files_stat_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "generated" / "m"
+    (folder / "m").mkdir(parents=True)
+    target = folder / "m" / "model.py"
+    target.write_text("x = 1\n")
+    (folder / ".copier-answers.yml").write_text("model_name: m\n")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "metrics.json").write_text("{}")  # outputs are not part of the folder's hashes
+    later = cache_module.time.time_ns() + 10_000_000_000  # record as if ten seconds had passed: trusted
+    monkeypatch.setattr(cache_module.time, "time_ns", lambda: later)
+    cache = RenderCache(tmp_path)
+    first = cache.folder_digests(folder)
+    assert set(first) == {"m/model.py"}
+    cache.flush()
+    reread = RenderCache(tmp_path)
+    monkeypatch.setattr(cache_module, "file_digest", lambda path: pytest.fail(f"re-hashed {path}"))
+    assert reread.folder_digests(folder) == first  # stat unchanged: the recorded hash is reused
+    monkeypatch.undo()
+    info = target.stat()
+    target.write_text("x = 2\n")  # same size, and the old mtime put back: only ctime tells
+    import os
+
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert RenderCache(tmp_path).folder_digests(folder)["m/model.py"] != first["m/model.py"]

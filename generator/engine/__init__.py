@@ -29,7 +29,7 @@ _LAZY = {
     "plan_techniques": "pipeline",
     "renderer_for": "pipeline",
     "trace_file": "pipeline",
-    "use_store": "pipeline",
+    "use_store": "store",
     "ModelSpec": "spec",
     "spec_field_error": "spec",
     "validate_spec": "spec",
@@ -37,7 +37,7 @@ _LAZY = {
     "Technique": "technique",
     "load_library": "technique",
 }
-_SUBMODULES = {"pipeline", "spec", "technique", "patch", "layout", "config_params", "shapes"}
+_SUBMODULES = {"store", "pipeline", "spec", "technique", "patch", "layout", "config_params", "shapes"}
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import black
 import libcst as cst
@@ -24,6 +24,7 @@ from .errors import SmtError
 from .layout import add_header, format_python
 from .patch import ExtensionPoint, apply_patch, parse_patch
 from .shapes import shape_of, unshape
+from .store import current_store
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
@@ -296,14 +297,6 @@ def trace_file(sources: TemplateSources, target: str, text: str, plan: Sequence[
     return steps
 
 
-class FinishStore(Protocol):
-    """A persistent content-addressed cache of finished files (smt attaches one; Copier does not)."""
-
-    def get(self, key: str) -> str | None: ...
-
-    def put(self, key: str, text: str) -> None: ...
-
-
 def relevant_plan(target: str, plan: Sequence[AppliedTechnique]) -> tuple[AppliedTechnique, ...]:
     """The techniques that can change ``target``: the others leave it as it is, so they are not part
     of what decides it (and models differing only in them share its work)."""
@@ -329,7 +322,6 @@ class FileRenderer:
     def __init__(self, sources: TemplateSources) -> None:
         self.sources = sources
         self._memo: dict[tuple[object, ...], str] = {}
-        self.store: FinishStore | None = None  # a persistent cache the caller may attach (smt does)
 
     def finish(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None = None) -> str:
         """The final file; ``model_name`` lets files that differ between models only by it share the work."""
@@ -344,12 +336,13 @@ class FileRenderer:
     def _finish_memo(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
         key = (target, hashlib.sha256(text.encode()).hexdigest(), tuple(applied.key for applied in plan))
         result = self._memo.get(key)
-        if result is None and self.store is not None:
-            result = self.store.get(self.store_key(target, text, plan))
+        store = current_store()
+        if result is None and store is not None:
+            result = store.get(self.store_key(target, text, plan))
         if result is None:
             result = self._finish(target, text, plan)
-            if self.store is not None:
-                self.store.put(self.store_key(target, text, plan), result)
+            if store is not None:
+                store.put(self.store_key(target, text, plan), result)
         self._memo[key] = result
         return result
 
@@ -381,23 +374,12 @@ class FileRenderer:
 
 
 _RENDERERS: dict[TemplateSources, FileRenderer] = {}
-_STORE: list[FinishStore | None] = [None]
-
-
-def use_store(store: FinishStore | None) -> None:
-    """Attach a persistent cache of finished files to every FileRenderer of this process."""
-    _STORE[0] = store
-    for renderer in _RENDERERS.values():
-        renderer.store = store
-
-
 def renderer_for(sources: TemplateSources) -> FileRenderer:
     """One FileRenderer (and memo) per loaded sources, shared by every model rendered in this process."""
     renderer = _RENDERERS.get(sources)
     if renderer is None:
         _RENDERERS.clear()  # sources changed: the old memo can never hit again
         renderer = _RENDERERS[sources] = FileRenderer(sources)
-        renderer.store = _STORE[0]
     return renderer
 
 
