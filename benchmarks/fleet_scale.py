@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -229,12 +230,12 @@ def bench_size(size: int, jobs: list[str], keep: bool) -> dict:
     run([SMT, "generate", specs[-1]["model_name"], "--no-cache", *jobs], root)  # as if regenerated in another clone
     rows["hook"] = run([*hook_entry(), *jobs], root)
     technique, users = technique_near_20_percent(specs)
-    patch = next(path for path in sorted((root / "techniques" / technique).glob("*.py")))
-    original = patch.read_text()
-    assert '    """' in original, f"{patch}: no docstring to edit"
-    patch.write_text(original.replace('    """', '    """Benchmark edit. ', 1))  # changes the generated code
+    metadata = root / "techniques" / technique / "technique.yml"
+    original = metadata.read_text()
+    # a new version: the header of every file it patches names it, so each user's output changes
+    metadata.write_text(re.sub(r"^version: *(\S+)", lambda m: "version: " + ".".join([*m.group(1).split(".")[:2], str(int(m.group(1).split(".")[2]) + 1)]), original, count=1, flags=re.M))
     rows["technique"] = run([SMT, "check", *jobs], root)
-    patch.write_text(original)
+    metadata.write_text(original)
     result["technique"] = f"{technique} ({users} models)"
     template_file = root / "template_repo" / "template" / "{{ model_name }}" / "metrics.py.jinja"
     original = template_file.read_text()

@@ -125,10 +125,26 @@ class RenderCache:
                 pass  # a cache that cannot be written is only slower
 
     # -- models ------------------------------------------------------------------------------
+    def tool_versions(self) -> str:
+        """``_tool_versions()``, remembered under the modification times of the import path's
+        folders (installing, upgrading or removing a package changes its site-packages folder)."""
+        stamp = hashlib.sha256(sys.version.encode())
+        for entry in sys.path:
+            try:
+                stamp.update(f"{entry}\0{os.stat(entry or '.').st_mtime_ns}\0".encode())
+            except OSError:
+                stamp.update(f"{entry}\0-\0".encode())
+        name = f"tools-{stamp.hexdigest()}"
+        versions = self.get(name)
+        if versions is None:
+            versions = _tool_versions()
+            self.put(name, versions)
+        return versions
+
     def base_key(self) -> str:
         """What every model shares: generator code, tool versions and the whole template."""
         if self._base is None:
-            digest = hashlib.sha256(_tool_versions().encode())
+            digest = hashlib.sha256(self.tool_versions().encode())
             hash_folder(GENERATOR_DIR, digest)
             hash_folder(self.root / TEMPLATE_DIR, digest)
             self._base = digest.hexdigest()

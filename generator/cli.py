@@ -22,7 +22,8 @@ from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry, find_root, lo
 from .render import RenderedTree, render_model
 from .cache import RenderCache
 from .regeneration import default_jobs, fleet_changes
-from .sync import FileChange, compare, count_lines, read_tree, write_tree
+from .lock import fleet_lock, lock_if_free
+from .sync import FileChange, compare, count_lines, read_tree, recover_swaps, write_tree
 from .versions import changed_techniques, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
@@ -95,7 +96,31 @@ class _ProgressBar:
             self.bar = None
 
 
+def _recover(fleet: Fleet) -> None:
+    """Finish or undo swaps a killed writer left behind (only when no writer is running now)."""
+    with lock_if_free(fleet.root) as free:
+        if free:
+            try:
+                notices = recover_swaps(fleet.directory)
+            except OSError as exc:
+                raise SmtError(f"{GENERATED_DIR}/: cannot recover an interrupted regeneration ({exc}); fix the cause and run the command again") from None
+            for notice in notices:
+                _say(f"note: {notice}")
+
+
+def _write(entry_name: str, directory: Path, tree: RenderedTree, answers_text: str | None = None) -> None:
+    """write_tree, with an OS error (permission, disk full) as one line naming the model."""
+    try:
+        write_tree(directory, tree, answers_text)
+    except OSError as exc:
+        raise SmtError(
+            f"{entry_name}: cannot write {GENERATED_DIR}/{entry_name} ({exc}); it was left as it was, models before it "
+            f"were written; fix the cause and run the command again"
+        ) from None
+
+
 def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None = None) -> list[tuple[ModelEntry, RenderedTree | None, list[FileChange]]]:
+    _recover(fleet)
     entries = fleet.models(names)
     if not entries:
         raise SmtError(f"no models in {GENERATED_DIR}/; create one with `smt new NAME --data-file SPEC.yml`")
@@ -112,21 +137,23 @@ def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None 
 
 
 @app.command()
-def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False) -> None:
+def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False) -> list[str]:
     """Regenerate models from the working tree's template, techniques and specs."""
+    written: list[str] = []
     try:
         fleet = _fleet(no_cache)
-        results = _changes(fleet, models, "generate:", jobs)
+        with fleet_lock(fleet.root):
+            results = _changes(fleet, models, "generate:", jobs)
+            for entry, tree, changes in results:
+                if changes and tree is not None:
+                    _write(entry.name, entry.directory, tree)
+                    written.append(entry.name)
+                    added, removed = count_lines(changes)
+                    typer.echo(f"{entry.name}: {len(changes)} file(s) changed (+{added} -{removed})")
     except SmtError as error:
         raise _fail(error)
-    written = 0
-    for entry, tree, changes in results:
-        if changes and tree is not None:
-            write_tree(entry.directory, tree)
-            written += 1
-            added, removed = count_lines(changes)
-            typer.echo(f"{entry.name}: {len(changes)} file(s) changed (+{added} -{removed})")
-    typer.echo(f"generate: {written} model(s) updated, {len(results) - written} already in sync")
+    typer.echo(f"generate: {len(written)} model(s) updated, {len(results) - len(written)} already in sync")
+    return written
 
 
 @app.command()
@@ -244,19 +271,21 @@ def preview(
 
 
 def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool) -> None:
+    verb = "dropped" if drop else "adopted"
     try:
         fleet = _fleet()
-        entries = adoption.select(fleet, models, where, all_eligible)
-        outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
-        if models and outcome.not_applicable:
-            model, reason = outcome.not_applicable[0]
-            raise SmtError(f"{model}: {reason}")
+        with fleet_lock(fleet.root):
+            _recover(fleet)
+            entries = adoption.select(fleet, models, where, all_eligible)
+            outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
+            if models and outcome.not_applicable:
+                model, reason = outcome.not_applicable[0]
+                raise SmtError(f"{model}: {reason}")
+            for entry, answers, tree in outcome.changed:
+                _write(entry.name, entry.directory, tree, adoption.spec_text(entry.name, answers))
+                typer.echo(f"{entry.name}: {verb} {technique}")
     except SmtError as error:
         raise _fail(error)
-    verb = "dropped" if drop else "adopted"
-    for entry, answers, tree in outcome.changed:
-        write_tree(entry.directory, tree, adoption.spec_text(entry.name, answers))
-        typer.echo(f"{entry.name}: {verb} {technique}")
     for name, reason in outcome.not_applicable:
         typer.echo(f"{name}: not applicable: {reason}")
     for name, reason in outcome.unchanged:
@@ -324,34 +353,44 @@ def new(
     """Create generated/NAME from a spec file and generate its code."""
     try:
         fleet = _fleet()
-        answers = load_answers(data_file)
-        answers = {"model_name": name, **answers}  # the name first, as in every spec
-        declared = answers["model_name"]
-        if declared != name:
-            raise SmtError(f"{name}: {data_file}: model_name is {declared!r}; make it {name!r} or drop it")
-        directory = fleet.directory / name
-        if directory.exists():
-            raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
-        tree = render_model(fleet.root, answers, name)
+        with fleet_lock(fleet.root):
+            _recover(fleet)
+            tree = _new_model(fleet, name, data_file)
     except SmtError as error:
         raise _fail(error)
-    spec = {key: value for key, value in answers.items() if not key.startswith("_")}
-    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
-    write_tree(directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     typer.echo(f"new: created {GENERATED_DIR}/{name} ({len(tree)} files); train it with `smt train {name}`")
 
 
-@app.command()
-def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line>")]) -> None:
-    """Say which technique (name and version), local technique or template file wrote a line."""
-    try:
-        from .blame import blame as blame_line  # noqa: PLC0415 - imports the engine's formatter
+def _new_model(fleet: Fleet, name: str, data_file: Path) -> RenderedTree:
+    answers = load_answers(data_file)
+    answers = {"model_name": name, **answers}  # the name first, as in every spec
+    declared = answers["model_name"]
+    if declared != name:
+        raise SmtError(f"{name}: {data_file}: model_name is {declared!r}; make it {name!r} or drop it")
+    directory = fleet.directory / name
+    if directory.exists():
+        raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
+    tree = render_model(fleet.root, answers, name)
+    spec = {key: value for key, value in answers.items() if not key.startswith("_")}
+    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
+    _write(name, directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return tree
 
-        attribution = blame_line(_fleet().root, location)
+
+@app.command()
+def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line> or :<first>-<last>")]) -> None:
+    """Say which technique (name and version), local technique or template file wrote a line (or each line of a range)."""
+    try:
+        from .blame import blame as blame_lines  # noqa: PLC0415 - imports the engine's formatter
+
+        attributions = blame_lines(_fleet().root, location)
     except SmtError as error:
         raise _fail(error)
-    typer.echo(f"{location}: {attribution.author} ({attribution.source})")
-    typer.echo(f"    {attribution.text.strip()}")
+    path = location.rpartition(":")[0]
+    for attribution in attributions:
+        where = location if len(attributions) == 1 else f"{path}:{attribution.line}"
+        typer.echo(f"{where}: {attribution.author} ({attribution.source})")
+        typer.echo(f"    {attribution.text.strip()}")
 
 
 techniques_app = typer.Typer(

@@ -112,6 +112,7 @@ def test_model_key_changes_with_every_input(small_root: Path, monkeypatch: pytes
     keys.append(_key(small_root))
     (generator_copy / "sync.py").write_text((generator_copy / "sync.py").read_text() + "\n# a change\n")
     assert changed(), "the generator's code"
+    monkeypatch.setattr(RenderCache, "tool_versions", lambda self: cache_module._tool_versions())
     for tool in ("black", "libcst", "copier"):
         real = cache_module.version
         monkeypatch.setattr(cache_module, "version", lambda name, real=real, tool=tool: "0.0-other" if name == tool else real(name))
@@ -203,3 +204,19 @@ def test_folder_hashes_are_reused_only_while_a_files_stat_is_unchanged(tmp_path:
 
     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert RenderCache(tmp_path).folder_digests(folder)["m/model.py"] != first["m/model.py"]
+
+
+def test_blame_takes_a_range_and_remembers_each_file_by_its_inputs_and_text() -> None:
+    from support import run_smt
+
+    model_py = (REPO / "generated/feed_ctr/feed_ctr/model.py").read_text().splitlines()
+    cross = next(i for i, line in enumerate(model_py, 1) if "return x0 * self.projection(x) + x" in line)
+    result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:2-{cross}")
+    assert result.code == 0, result.err
+    heads = [line for line in result.out.splitlines() if not line.startswith("    ")]
+    assert len(heads) == cross - 1
+    assert heads[0].startswith("generated/feed_ctr/feed_ctr/model.py:2: header")
+    assert heads[-1] == f"generated/feed_ctr/feed_ctr/model.py:{cross}: technique dcn_v2 1.0.0 (techniques/dcn_v2)"
+    single = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
+    assert single.out.splitlines()[0] == heads[-1]
+    assert run_smt(REPO, "blame", "generated/feed_ctr/feed_ctr/model.py:5-4").code == 2

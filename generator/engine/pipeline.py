@@ -330,7 +330,10 @@ class FileRenderer:
         if model_name is not None and target != CONFIG_TARGET:
             shaped = shape_of(model_name, text, technique_texts(plan))
         if shaped is not None:
-            return unshape(str(model_name), self._finish_memo(target, shaped, plan))
+            try:
+                return unshape(str(model_name), self._finish_memo(target, shaped, plan))
+            except SmtError as error:  # say it with the model's name, not the placeholder
+                raise SmtError(unshape(str(model_name), str(error))) from None
         return self._finish_memo(target, text, plan)
 
     def _finish_memo(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
