@@ -33,7 +33,7 @@ from .engine.paths import LOCAL_TECHNIQUES_DIR, TECHNIQUES_DIR, TEMPLATE_DIR
 from .fleet import ANSWERS_FILE, load_answers
 from .sync import LinkedFolder, file_digest, tree_files
 
-CACHE_DIR = Path(".smt") / "cache"
+CACHE_DIR = Path(".smt") / "cache"  # under state_dir(root)
 TOOLS = ("copier", "jinja2", "pydantic", "pyyaml", "libcst", "black")
 _SKIP_PARTS = frozenset({"__pycache__", ".pytest_cache"})
 GENERATOR_DIR = Path(__file__).resolve().parent
@@ -70,6 +70,20 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+STATE_DIR = ".smt"
+
+
+def state_dir(root: Path) -> Path:
+    """``<root>/.smt``, created with a ``.gitignore`` of its own (as pytest does for its cache), so
+    the cache and the lock never show up in ``git status``, whatever the repository ignores."""
+    directory = root / STATE_DIR
+    ignore = directory / ".gitignore"
+    if not ignore.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        ignore.write_text("# Created by smt: its render cache and lock, never committed.\n*\n")
+    return directory
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write via a temporary file and a rename: readers (other processes) see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +114,7 @@ class RenderCache:
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root = root
         self.directory = root / CACHE_DIR
+        self._prepared = False
         self.enabled = enabled
         self._technique_hashes: dict[str, str] = {}
         self._base: str | None = None
@@ -107,6 +122,11 @@ class RenderCache:
         self._spec_sha: dict[Path, str] = {}
         self._folders: dict[str, Any] | None = None  # model folder -> recorded file stats and hashes
         self._dirty: set[str] = set()
+
+    def _prepare(self) -> None:
+        if not self._prepared:
+            state_dir(self.root)
+            self._prepared = True
 
     # -- finished files (the engine's FinishStore) -------------------------------------------
     def get(self, key: str) -> str | None:
@@ -120,6 +140,7 @@ class RenderCache:
     def put(self, key: str, text: str) -> None:
         if self.enabled:
             try:
+                self._prepare()
                 _write_atomically(self.directory / "files" / key[:2] / key, text.encode())
             except OSError:
                 pass  # a cache that cannot be written is only slower
@@ -184,6 +205,7 @@ class RenderCache:
         if self.enabled:
             digests = {path: text_digest(text) for path, text in sorted(tree.items())}
             try:
+                self._prepare()
                 _write_atomically(self.directory / "models" / key[:2] / f"{key}.json", json.dumps(digests).encode())
             except OSError:
                 pass
@@ -271,6 +293,7 @@ class RenderCache:
         for name in sorted(self._dirty):
             data = self._specs if name == "specs.json" else self._folders
             try:
+                self._prepare()
                 _write_atomically(self.directory / name, json.dumps(data).encode())
             except OSError:
                 pass

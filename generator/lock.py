@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .cache import state_dir
 from .engine import SmtError
 
 LOCK_FILE = Path(".smt") / "lock"
@@ -30,8 +31,8 @@ def fleet_lock(root: Path, timeout: float | None = None) -> Iterator[None]:
     """Hold the repository's writer lock; raise SmtError when another command keeps it too long."""
     if timeout is None:
         timeout = float(os.environ.get("SMT_LOCK_TIMEOUT", DEFAULT_TIMEOUT_S))
+    state_dir(root)
     path = lock_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), thread_local=False)
     try:
         lock.acquire(timeout=timeout)
@@ -50,7 +51,7 @@ def lock_if_free(root: Path) -> Iterator[bool]:
     """The lock if nobody holds it (True), else nothing (False): for read-only commands that tidy up."""
     path = lock_path(root)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        state_dir(root)
         lock = FileLock(str(path), thread_local=False)
         lock.acquire(timeout=0)
     except (Timeout, OSError):
