@@ -122,6 +122,7 @@ class RenderCache:
         self._spec_sha: dict[Path, str] = {}
         self._folders: dict[str, Any] | None = None  # model folder -> recorded file stats and hashes
         self._dirty: set[str] = set()
+        self._rehashed = True  # whether the last folder_digests had to hash a file again
 
     def _prepare(self) -> None:
         if not self._prepared:
@@ -185,8 +186,7 @@ class RenderCache:
         digest = hashlib.sha256(self.base_key().encode() + b"\0" + model.encode() + b"\0")
         spec = directory / ANSWERS_FILE
         sha = self._spec_sha.get(spec) or (hashlib.sha256(spec.read_bytes()).hexdigest() if spec.is_file() else "<no spec>")
-        digest.update(sha.encode())
-        digest.update(json.dumps(answers, sort_keys=True, default=str).encode())
+        digest.update(sha.encode())  # the answers are parsed from exactly these bytes
         hash_folder(directory / LOCAL_TECHNIQUES_DIR, digest)
         for name in technique_names(answers):
             digest.update(f"\0technique {name} ".encode() + self.technique_hash(name).encode())
@@ -272,10 +272,30 @@ class RenderCache:
                 changed = True
             digests[relative] = sha
             files[relative] = [*stat, sha]
-        if changed or set(files) != set(known):
+        self._rehashed = changed or set(files) != set(known)
+        if self._rehashed:
             self._folders[key] = {"at": now, "files": files}
             self._dirty.add("folders.json")
         return digests
+
+    def in_sync(self, directory: Path, model_key: str) -> bool:
+        """Whether ``directory``'s files equal the render recorded under ``model_key``.
+
+        Fast path: the folder was found equal to that very render before and not one of its files
+        has been re-hashed since (same files, same stat). Otherwise the hashes are compared with
+        the model's entry, and a match is remembered for the fast path.
+        """
+        digests = self.folder_digests(directory)
+        entry = self._folders.get(str(directory.resolve())) if self._folders is not None else None
+        if not self._rehashed and isinstance(entry, dict) and entry.get("in_sync_with") == model_key:
+            return True
+        recorded = self.model_digests(model_key)
+        if recorded is None or recorded != digests:
+            return False
+        if isinstance(entry, dict) and self.enabled:
+            entry["in_sync_with"] = model_key
+            self._dirty.add("folders.json")
+        return True
 
     def _read_json(self, name: str) -> dict[str, Any]:
         if not self.enabled:

@@ -107,8 +107,7 @@ def fleet_changes(
     pending: list[tuple[ModelEntry, str]] = []
     for entry in entries:
         key = cache.model_key(entry.name, entry.directory, entry.answers)
-        recorded = cache.model_digests(key)
-        if recorded is not None and cache.folder_digests(entry.directory) == recorded:
+        if cache.in_sync(entry.directory, key):
             by_name[entry.name] = ModelResult(entry, None, [])
             run.cached += 1
         else:

@@ -220,3 +220,22 @@ def test_blame_takes_a_range_and_remembers_each_file_by_its_inputs_and_text() ->
     single = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
     assert single.out.splitlines()[0] == heads[-1]
     assert run_smt(REPO, "blame", "generated/feed_ctr/feed_ctr/model.py:5-4").code == 2
+
+
+def test_a_folder_found_in_sync_stays_so_only_while_no_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "generated" / "m"
+    tree = {"m/model.py": "x = 1\n", "README.md": "readme\n"}
+    write_tree(folder, tree, "model_name: m\n")
+    later = cache_module.time.time_ns() + 10_000_000_000
+    monkeypatch.setattr(cache_module.time, "time_ns", lambda: later)
+    cache = RenderCache(tmp_path)
+    cache.put_model("k" * 64, tree)
+    assert cache.in_sync(folder, "k" * 64)
+    cache.flush()
+    fresh = RenderCache(tmp_path)
+    monkeypatch.setattr(RenderCache, "model_digests", lambda self, key: pytest.fail("the fast path reads no entry"))
+    assert fresh.in_sync(folder, "k" * 64)
+    monkeypatch.undo()
+    assert not RenderCache(tmp_path).in_sync(folder, "j" * 64)  # another key: compared, and differs (no entry)
+    (folder / "m" / "model.py").write_text("x = 2\n")
+    assert not RenderCache(tmp_path).in_sync(folder, "k" * 64)
