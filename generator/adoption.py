@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from .engine import SmtError, load_sources
+from . import engine
+from .engine import SmtError
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry
 from .render import RenderedTree, check_spec, render_model
 
@@ -105,7 +106,7 @@ class Outcome:
 
 def plan_adoption(fleet: Fleet, entries: list[ModelEntry], technique: str, params: dict[str, Any], drop: bool) -> Outcome:
     """Edit the specs in memory and render each model; raise nothing for models that cannot adopt."""
-    library = load_sources(fleet.root).library
+    library = engine.load_sources(fleet.root).library
     if technique not in library and not drop:
         raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
     if params:

@@ -8,15 +8,17 @@ where it first appears wrote it.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import engine
+from .cache import RenderCache, text_digest
 from .engine import SmtError
-from .fleet import GENERATED_DIR, Fleet
+from .engine.paths import LOCAL_TECHNIQUES_DIR
+from .fleet import GENERATED_DIR, Fleet, ModelEntry
 from .render import render_model
-from .testing import strip_header
 
 HEADER_LINES = 3
 
@@ -47,66 +49,123 @@ def target_of(root: Path, model: str, relative: str) -> str:
     return match.group(1) if match else relative
 
 
-def _trace_back(steps: list[tuple[str, str]], line_index: int) -> str:
-    """The label of the step that introduced line ``line_index`` of the last step's text."""
-    index = line_index
+def _trace_all(steps: list[tuple[str, str]]) -> list[str]:
+    """The label of the step that introduced each line of the last step's text.
+
+    Each line is followed back through the steps (difflib, one comparison per step for the whole
+    file); the step where it stops being an unchanged line is the one that wrote it.
+    """
+    last = len(steps[-1][1].splitlines())
+    authors: list[str | None] = [None] * last
+    index_of = list(range(last))  # each final line's index in the current step, None once placed
     for step in range(len(steps) - 1, 0, -1):
         older = steps[step - 1][1].splitlines()
         newer = steps[step][1].splitlines()
-        matcher = difflib.SequenceMatcher(a=older, b=newer, autojunk=False)
-        mapped = None
-        for tag, a0, _, b0, b1 in matcher.get_opcodes():
-            if b0 <= index < b1:
-                mapped = a0 + (index - b0) if tag == "equal" else None
-                break
-        if mapped is None:
-            return steps[step][0]
-        index = mapped
-    return steps[0][0]
+        mapping: dict[int, int] = {}
+        for tag, a0, _, b0, b1 in difflib.SequenceMatcher(a=older, b=newer, autojunk=False).get_opcodes():
+            if tag == "equal":
+                for offset in range(b1 - b0):
+                    mapping[b0 + offset] = a0 + offset
+        for line, index in enumerate(index_of):
+            if index is None:
+                continue
+            if index in mapping:
+                index_of[line] = mapping[index]
+            else:
+                authors[line] = steps[step][0]
+                index_of[line] = None
+    return [author if author is not None else steps[0][0] for author in authors]
 
 
-def blame(root: Path, location: str) -> Attribution:
-    """Attribute ``generated/<model>/<file>:<line>``; raise SmtError on a bad location."""
-    path_text, _, line_text = location.rpartition(":")
-    if not path_text or not line_text.isdigit() or int(line_text) < 1:
-        raise SmtError(f"{location}: expected generated/<model>/<file>:<line> with a line number from 1")
+BLAME_CACHE = "blame"
+
+
+def _parse(root: Path, location: str) -> tuple[str, str, int, int]:
+    """(model, relative path, first line, last line) of ``generated/<model>/<file>:<line>[-<line>]``."""
+    path_text, _, lines_text = location.rpartition(":")
+    first_text, dash, last_text = lines_text.partition("-")
+    if not dash:
+        last_text = first_text
+    if not path_text or not first_text.isdigit() or not last_text.isdigit() or int(first_text) < 1 or int(last_text) < int(first_text):
+        raise SmtError(f"{location}: expected generated/<model>/<file>:<line> or :<first>-<last> with line numbers from 1")
     path = Path(path_text)
     parts = path.resolve().relative_to(root.resolve()).parts if path.is_absolute() else path.parts
     if len(parts) < 3 or parts[0] != GENERATED_DIR:
         raise SmtError(f"{location}: expected a file under {GENERATED_DIR}/<model>/")
-    model, relative = parts[1], "/".join(parts[2:])
-    entry = Fleet(root).model(model)
+    return parts[1], "/".join(parts[2:]), int(first_text), int(last_text)
+
+
+def blame(root: Path, location: str) -> list[Attribution]:
+    """Attribute each line of ``generated/<model>/<file>:<line>`` (or ``:<first>-<last>``); raise
+    SmtError on a bad location."""
+    model, relative, first, last = _parse(root, location)
+    cache = RenderCache(root)
+    entry = Fleet(root, cache.load_answers).model(model)
     file_path = entry.directory / relative
     if not file_path.is_file():
         raise SmtError(f"{location}: no such generated file")
-    lines = file_path.read_text().splitlines()
-    number = int(line_text)
-    if number > len(lines):
+    current = file_path.read_text()
+    lines = current.splitlines()
+    if last > len(lines):
         raise SmtError(f"{location}: the file has {len(lines)} lines")
-    text = lines[number - 1]
-    if number <= HEADER_LINES:
-        return Attribution(number, text, "header", "generator/engine/layout.py")
+    authors = _file_authors(root, cache, entry, relative, current)
+    return [Attribution(number, lines[number - 1], *authors[number - 1]) for number in range(first, last + 1)]
 
-    fresh = render_model(root, entry.answers, model, entry.directory)
-    if fresh.get(relative) != file_path.read_text():
-        rendered = fresh.get(relative, "").splitlines()
-        if number > len(rendered) or rendered[number - 1] != text:
-            return Attribution(number, text, "hand edit", f"{GENERATED_DIR}/{model}/{relative} differs from `smt diff`")
+
+def _file_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative: str, current: str) -> list[tuple[str, str]]:
+    """(author, source) of every line of ``current``, remembered in the render cache under the
+    model's inputs and the file's text (so it is recomputed whenever either changes)."""
+    model_key = cache.model_key(entry.name, entry.directory, entry.answers)
+    key = text_digest(f"{model_key}\0{relative}\0{current}")
+    cached = cache.get(f"{BLAME_CACHE}-{key}")
+    if cached is not None:
+        return [tuple(pair) for pair in json.loads(cached)]  # type: ignore[misc]
+    authors = _compute_authors(root, cache, entry, relative, current, model_key)
+    cache.put(f"{BLAME_CACHE}-{key}", json.dumps(authors))
+    return authors
+
+
+def _compute_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative: str, current: str, model_key: str) -> list[tuple[str, str]]:
+    from .testing import strip_header  # noqa: PLC0415 - imports black; only a first blame of a file needs it
+
+    model = entry.name
+    lines = current.splitlines()
+    recorded = cache.model_digests(model_key)
+    if recorded is not None and recorded.get(relative) == text_digest(current):
+        fresh_text: str | None = current  # the cache vouches: this is what a render gives
+    else:
+        fresh_text = render_model(root, entry.answers, model, entry.directory).get(relative)
+    rendered = (fresh_text or "").splitlines()
+    hand = fresh_text != current
     source = template_source(model, relative)
     target = target_of(root, model, relative)
     _, plan = engine.plan_for(root, entry.answers, entry.directory)
-    if not target.endswith(".py") or not plan:
-        return Attribution(number, text, "template", source)
-
-    bare = {key: value for key, value in entry.answers.items() if key != "techniques"}
-    base = strip_header(render_model(root, {**bare, "techniques": []}, model)[relative])
-    steps = engine.trace_file(engine.load_sources(root), target, base, plan)
-    body_index = number - 1 - (len(lines) - len(steps[-1][1].splitlines()))
-    if body_index < 0:
-        return Attribution(number, text, "header", "generator/engine/layout.py")
-    author = _trace_back(steps, body_index)
-    if author == "template":
-        return Attribution(number, text, "template", source)
-    technique = next(a.technique for a in plan if a.technique.label == author)
-    folder = f"{GENERATED_DIR}/{model}/{engine.pipeline.LOCAL_TECHNIQUES_DIR}/{technique.name}" if technique.local else f"techniques/{technique.name}"
-    return Attribution(number, text, f"{'local technique' if technique.local else 'technique'} {author}", folder)
+    traced: list[str] | None = None
+    body_offset = 0
+    if target.endswith(".py") and plan:
+        bare = {key: value for key, value in entry.answers.items() if key != "techniques"}
+        base = strip_header(render_model(root, {**bare, "techniques": []}, model)[relative])
+        steps = engine.trace_file(engine.load_sources(root), target, base, plan)
+        traced = _trace_all(steps)
+        body_offset = len(lines) - len(steps[-1][1].splitlines())
+    labels = {a.technique.label: a.technique for a in plan}
+    authors: list[tuple[str, str]] = []
+    for number, text in enumerate(lines, 1):
+        if number <= HEADER_LINES:
+            authors.append(("header", "generator/engine/layout.py"))
+        elif hand and (number > len(rendered) or rendered[number - 1] != text):
+            authors.append(("hand edit", f"{GENERATED_DIR}/{model}/{relative} differs from `smt diff`"))
+        elif traced is None:
+            authors.append(("template", source))
+        elif number - 1 - body_offset < 0 or number - 1 - body_offset >= len(traced):
+            authors.append(("header", "generator/engine/layout.py"))
+        else:
+            author = traced[number - 1 - body_offset]
+            technique = labels.get(author)
+            if author == "template" or technique is None:
+                authors.append(("template", source))
+            elif technique.local:
+                authors.append((f"local technique {author}", f"{GENERATED_DIR}/{model}/{LOCAL_TECHNIQUES_DIR}/{technique.name}"))
+            else:
+                authors.append((f"technique {author}", f"techniques/{technique.name}"))
+    return authors

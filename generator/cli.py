@@ -16,13 +16,14 @@ import yaml
 
 from . import __version__, adoption, engine, review
 from .engine import SmtError
-from .blame import blame as blame_line
 from .capacity import measure_fleet_capacity, over_budget
-from .engine.patch import parse_patch
 from .impact import measure_impact
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry, find_root, load_answers
 from .render import RenderedTree, render_model
-from .sync import FileChange, compare, count_lines, read_tree, write_tree
+from .cache import RenderCache
+from .regeneration import default_jobs, fleet_changes
+from .lock import fleet_lock, lock_if_free
+from .sync import FileChange, compare, count_lines, read_tree, recover_swaps, write_tree
 from .versions import changed_techniques, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
@@ -46,56 +47,127 @@ def _fail(error: SmtError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _render_all(fleet: Fleet, entries: list[ModelEntry], verb: str) -> dict[str, tuple[ModelEntry, RenderedTree]]:
-    """Render every model first, so any bad spec stops the run before anything is written."""
-    rendered = {}
-    started = time.perf_counter()
-    for index, entry in enumerate(entries, 1):
-        tree = render_model(fleet.root, entry.answers, entry.name, entry.directory)
-        rendered[entry.name] = (entry, tree)
-        _say(f"[{index}/{len(entries)}] {verb} {entry.name} ({len(tree)} files)")
-    _say(f"rendered {len(entries)} model(s) in {time.perf_counter() - started:.1f}s")
-    return rendered
+Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Processes rendering models (default: one per CPU).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Render every model, ignoring (and not trusting) .smt/cache.")]
 
 
-def _changes(fleet: Fleet, names: list[str] | None, verb: str) -> list[tuple[ModelEntry, RenderedTree, list[FileChange]]]:
+_CACHES: dict[Path, RenderCache] = {}
+
+
+def _fleet(no_cache: bool = False) -> Fleet:
+    """The fleet of the current SMT repository, reading specs through the render cache, which is
+    also attached to the engine (``--no-cache`` or SMT_NO_CACHE=1: an always-empty cache)."""
+    root = find_root()
+    cache = _CACHES[root] = RenderCache(root, enabled=not no_cache and not os.environ.get("SMT_NO_CACHE"))
+    engine.use_store(cache)
+    return Fleet(root, cache.load_answers)
+
+
+def _cache(fleet: Fleet) -> RenderCache:
+    return _CACHES.get(fleet.root) or RenderCache(fleet.root, enabled=not os.environ.get("SMT_NO_CACHE"))
+
+
+class _ProgressBar:
+    """A progress bar on stderr while models render, only when stderr is a terminal."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from rich.progress import Progress  # noqa: PLC0415 - only for terminals
+
+            from rich.console import Console  # noqa: PLC0415
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(f"{self.verb} models", total=total)
+        self.bar.update(self.task, completed=done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _recover(fleet: Fleet) -> None:
+    """Finish or undo swaps a killed writer left behind (only when no writer is running now)."""
+    with lock_if_free(fleet.root) as free:
+        if free:
+            try:
+                notices = recover_swaps(fleet.directory)
+            except OSError as exc:
+                raise SmtError(f"{GENERATED_DIR}/: cannot recover an interrupted regeneration ({exc}); fix the cause and run the command again") from None
+            for notice in notices:
+                _say(f"note: {notice}")
+
+
+def _write(entry_name: str, directory: Path, tree: RenderedTree, answers_text: str | None = None) -> None:
+    """write_tree, with an OS error (permission, disk full) as one line naming the model."""
+    try:
+        write_tree(directory, tree, answers_text)
+    except OSError as exc:
+        raise SmtError(
+            f"{entry_name}: cannot write {GENERATED_DIR}/{entry_name} ({exc}); it was left as it was, models before it "
+            f"were written; fix the cause and run the command again"
+        ) from None
+
+
+def _changes(fleet: Fleet, names: list[str] | None, verb: str, jobs: int | None = None) -> list[tuple[ModelEntry, RenderedTree | None, list[FileChange]]]:
+    _recover(fleet)
     entries = fleet.models(names)
     if not entries:
         raise SmtError(f"no models in {GENERATED_DIR}/; create one with `smt new NAME --data-file SPEC.yml`")
-    results = []
-    for entry, tree in _render_all(fleet, entries, verb).values():
-        results.append((entry, tree, compare(read_tree(entry.directory), tree)))
-    return results
+    bar = _ProgressBar(verb)
+    try:
+        run = fleet_changes(fleet.root, entries, jobs or default_jobs(), _cache(fleet), bar)
+    finally:
+        bar.close()
+    _say(
+        f"{verb} {len(entries)} model(s) in {run.seconds:.1f}s: {run.rendered} rendered "
+        f"({run.jobs} job(s)), {run.cached} unchanged since their last render (cache)"
+    )
+    return [(result.entry, result.tree, result.changes) for result in run.results]
 
 
 @app.command()
-def generate(models: Models = None) -> None:
+def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False) -> list[str]:
     """Regenerate models from the working tree's template, techniques and specs."""
+    written: list[str] = []
     try:
-        fleet = Fleet(find_root())
-        results = _changes(fleet, models, "rendered")
+        fleet = _fleet(no_cache)
+        with fleet_lock(fleet.root):
+            results = _changes(fleet, models, "generate:", jobs)
+            for entry, tree, changes in results:
+                if changes and tree is not None:
+                    _write(entry.name, entry.directory, tree)
+                    written.append(entry.name)
+                    added, removed = count_lines(changes)
+                    typer.echo(f"{entry.name}: {len(changes)} file(s) changed (+{added} -{removed})")
     except SmtError as error:
         raise _fail(error)
-    written = 0
-    for entry, tree, changes in results:
-        if changes:
-            write_tree(entry.directory, tree)
-            written += 1
-            added, removed = count_lines(changes)
-            typer.echo(f"{entry.name}: {len(changes)} file(s) changed (+{added} -{removed})")
-    typer.echo(f"generate: {written} model(s) updated, {len(results) - written} already in sync")
+    typer.echo(f"generate: {len(written)} model(s) updated, {len(results) - len(written)} already in sync")
+    return written
 
 
 @app.command()
 def check(
     models: Models = None,
     capacity: Annotated[bool, typer.Option("--capacity", help="Also measure every model against its serving budget (needs PyTorch).")] = False,
+    jobs: Jobs = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Exit 0 when generated/ equals a fresh regeneration, 1 listing every differing file
     (and, with --capacity, every model over its serving budget)."""
     try:
-        fleet = Fleet(find_root())
-        results = _changes(fleet, models, "checked")
+        fleet = _fleet(no_cache)
+        results = _changes(fleet, models, "check:", jobs)
     except SmtError as error:
         raise _fail(error)
     stale = [(entry, change) for entry, _, changes in results for change in changes]
@@ -143,14 +215,15 @@ def diff(
     models: Models = None,
     since: Annotated[Optional[str], typer.Option("--since", help="Report what the working tree changes relative to this git ref.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="text, markdown (a PR description) or json; with --since.")] = "text",
+    jobs: Jobs = None,
 ) -> None:
     """Print the unified diff that `smt generate` would apply, or with --since REF a fleet impact report."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         if since is None:
             if output_format != "text":
                 raise SmtError("--format needs --since REF")
-            results = _changes(fleet, models, "rendered")
+            results = _changes(fleet, models, "diff:", jobs)
         else:
             formatter = _formatter(output_format)
             report = review.diff_since(fleet, since, models)
@@ -201,7 +274,7 @@ def preview(
 ) -> None:
     """Show what adopting TECHNIQUE would change in each model, without writing anything."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         if technique not in engine.load_sources(fleet.root).library:
             raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
         entries = adoption.select(fleet, models, None, all_eligible or not models)
@@ -230,20 +303,22 @@ def _verify_or_exit(technique: str, params: dict, models: list[str]) -> None:
 
 def _apply_adoption(technique: str, models: list[str] | None, where: str | None, all_eligible: bool, param: list[str] | None, drop: bool, verify: bool = False) -> None:
     try:
-        fleet = Fleet(find_root())
-        entries = adoption.select(fleet, models, where, all_eligible)
-        outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
-        if models and outcome.not_applicable:
-            model, reason = outcome.not_applicable[0]
-            raise SmtError(f"{model}: {reason}")
+        fleet = _fleet()
+        with fleet_lock(fleet.root):
+            _recover(fleet)
+            entries = adoption.select(fleet, models, where, all_eligible)
+            outcome = adoption.plan_adoption(fleet, entries, technique, adoption.parse_params(param), drop)
+            if models and outcome.not_applicable:
+                model, reason = outcome.not_applicable[0]
+                raise SmtError(f"{model}: {reason}")
+            if verify:  # before writing: a model that fails the gate keeps its spec
+                _verify_or_exit(technique, adoption.parse_params(param), [entry.name for entry, _, _ in outcome.changed])
+            verb = "dropped" if drop else "adopted"
+            for entry, answers, tree in outcome.changed:
+                _write(entry.name, entry.directory, tree, adoption.spec_text(entry.name, answers))
+                typer.echo(f"{entry.name}: {verb} {technique}")
     except SmtError as error:
         raise _fail(error)
-    if verify:  # before writing: a model that fails the gate keeps its spec
-        _verify_or_exit(technique, adoption.parse_params(param), [entry.name for entry, _, _ in outcome.changed])
-    verb = "dropped" if drop else "adopted"
-    for entry, answers, tree in outcome.changed:
-        write_tree(entry.directory, tree, adoption.spec_text(entry.name, answers))
-        typer.echo(f"{entry.name}: {verb} {technique}")
     for name, reason in outcome.not_applicable:
         typer.echo(f"{name}: not applicable: {reason}")
     for name, reason in outcome.unchanged:
@@ -276,15 +351,15 @@ def drop(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False, jobs: Jobs = None) -> None:
     """The adoption matrix (models x techniques), template versions, sync state and adoption per release."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         library = list(engine.load_sources(fleet.root).library)
         rows = []
-        for entry in fleet.models():
+        for entry, _, changes in _changes(fleet, None, "status:", jobs):
             used = [use.get("name") for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
-            in_sync = not compare(read_tree(entry.directory), render_model(fleet.root, entry.answers, entry.name, entry.directory))
+            in_sync = not changes
             rows.append({"model": entry.name, "template_version": adoption.template_version_of(entry.directory), "in_sync": in_sync, "techniques": used})
         history = adoption.adoption_history(fleet.root)
     except SmtError as error:
@@ -311,33 +386,45 @@ def new(
 ) -> None:
     """Create generated/NAME from a spec file and generate its code."""
     try:
-        fleet = Fleet(find_root())
-        answers = load_answers(data_file)
-        answers = {"model_name": name, **answers}  # the name first, as in every spec
-        declared = answers["model_name"]
-        if declared != name:
-            raise SmtError(f"{name}: {data_file}: model_name is {declared!r}; make it {name!r} or drop it")
-        directory = fleet.directory / name
-        if directory.exists():
-            raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
-        tree = render_model(fleet.root, answers, name)
+        fleet = _fleet()
+        with fleet_lock(fleet.root):
+            _recover(fleet)
+            tree = _new_model(fleet, name, data_file)
     except SmtError as error:
         raise _fail(error)
-    spec = {key: value for key, value in answers.items() if not key.startswith("_")}
-    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
-    write_tree(directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     typer.echo(f"new: created {GENERATED_DIR}/{name} ({len(tree)} files); train it with `smt train {name}`")
 
 
+def _new_model(fleet: Fleet, name: str, data_file: Path) -> RenderedTree:
+    answers = load_answers(data_file)
+    answers = {"model_name": name, **answers}  # the name first, as in every spec
+    declared = answers["model_name"]
+    if declared != name:
+        raise SmtError(f"{name}: {data_file}: model_name is {declared!r}; make it {name!r} or drop it")
+    directory = fleet.directory / name
+    if directory.exists():
+        raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
+    tree = render_model(fleet.root, answers, name)
+    spec = {key: value for key, value in answers.items() if not key.startswith("_")}
+    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
+    _write(name, directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return tree
+
+
 @app.command()
-def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line>")]) -> None:
-    """Say which technique (name and version), local technique or template file wrote a line."""
+def blame(location: Annotated[str, typer.Argument(help="generated/<model>/<file>:<line> or :<first>-<last>")]) -> None:
+    """Say which technique (name and version), local technique or template file wrote a line (or each line of a range)."""
     try:
-        attribution = blame_line(find_root(), location)
+        from .blame import blame as blame_lines  # noqa: PLC0415 - imports the engine's formatter
+
+        attributions = blame_lines(_fleet().root, location)
     except SmtError as error:
         raise _fail(error)
-    typer.echo(f"{location}: {attribution.author} ({attribution.source})")
-    typer.echo(f"    {attribution.text.strip()}")
+    path = location.rpartition(":")[0]
+    for attribution in attributions:
+        where = location if len(attributions) == 1 else f"{path}:{attribution.line}"
+        typer.echo(f"{where}: {attribution.author} ({attribution.source})")
+        typer.echo(f"    {attribution.text.strip()}")
 
 
 techniques_app = typer.Typer(
@@ -361,7 +448,7 @@ def techniques(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         sources = engine.load_sources(fleet.root)
         users = _users(fleet, list(sources.library))
     except SmtError as error:
@@ -403,6 +490,8 @@ def techniques_lock(
 
 
 def _touched_points(technique: engine.Technique, sources: engine.TemplateSources) -> list[str]:
+    from .engine.patch import parse_patch  # noqa: PLC0415 - libcst
+
     touched = []
     for target, source in technique.patches:
         points = sources.extension_points.get(target, {})
@@ -419,7 +508,7 @@ def techniques_show(
 ) -> None:
     """Print a technique's summary, reference, params, preconditions, requires/conflicts, extension points and patch."""
     try:
-        fleet = Fleet(find_root())
+        fleet = _fleet()
         sources = engine.load_sources(fleet.root)
         technique = sources.library.get(name)
         if technique is None:
@@ -483,7 +572,7 @@ def train(
     --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
     """
     try:
-        entry = Fleet(find_root()).model(model)
+        entry = _fleet().model(model)
         extra = ["--seed", str(seed)] if seed is not None else []
         code = _run_model(entry, "train", "--steps", str(steps), *extra, *(ctx.args if ctx is not None else []))
     except SmtError as error:
@@ -498,7 +587,7 @@ def demo(
 ) -> None:
     """The main job on the embedded example fleet: regenerate it, then train one model and report."""
     typer.echo("== smt generate: regenerating the example fleet ==")
-    generate(None)
+    generate(None, None, False)
     typer.echo(f"\n== smt train {model} --steps {steps} ==")
     train(None, model, steps, None)
 

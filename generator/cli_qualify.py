@@ -16,6 +16,7 @@ from . import representatives as reps
 from .cli import _fail, app
 from .engine import SmtError
 from .fleet import Fleet, find_root
+from .lock import fleet_lock
 from .qualification import load_criterion
 from .qualification import report as qreport
 from .qualification.run import Qualification, qualify as run_qualification
@@ -140,7 +141,9 @@ def promote(
 
     try:
         opt_out = [name.strip() for name in (except_models or "").split(",") if name.strip()]
-        done = run_promotion(Fleet(find_root()), technique, opt_out)
+        fleet = Fleet(find_root())
+        with fleet_lock(fleet.root):  # a writer, like generate/adopt/drop
+            done = run_promotion(fleet, technique, opt_out)
     except SmtError as error:
         raise _fail(error)
     for name in done.adopted:

@@ -18,9 +18,8 @@ import typer
 
 from .cli import Models, app, generate
 from .engine import SmtError
-from .fleet import GENERATED_DIR, Fleet, find_root
+from .fleet import GENERATED_DIR
 from .model_repo import UPDATE_COMMAND, check_update, find_conflicts
-from .sync import read_tree
 
 
 def _fail(error: SmtError) -> typer.Exit:
@@ -76,14 +75,7 @@ def conflicts(
 @app.command()
 def regenerate(models: Models = None) -> None:
     """`smt generate`, then exit 1 if it rewrote any file (pre-commit: `git add generated/` and commit again)."""
-    try:
-        fleet = Fleet(find_root())
-        entries = fleet.models(models)
-        before = {entry.name: read_tree(entry.directory) for entry in entries}
-    except SmtError as error:
-        raise _fail(error)
-    generate(models)
-    changed = [name for name, tree in before.items() if read_tree(fleet.directory / name) != tree]
+    changed = generate(models)  # the models whose files it rewrote
     if changed:
         typer.echo(
             f"regenerate: rewrote {', '.join(f'{GENERATED_DIR}/{name}' for name in changed)}; "

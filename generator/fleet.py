@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from .engine import SmtError
 GENERATED_DIR = "generated"
 ANSWERS_FILE = ".copier-answers.yml"
 TEMPLATE_CONFIG = Path("template_repo") / "copier.yml"
+# libyaml's safe loader when PyYAML has it (a thousand specs load in a fraction of a second), else
+# PyYAML's own; both build the same data.
+_SPEC_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def find_root(start: Path | None = None) -> Path:
 def load_answers(path: Path) -> dict[str, Any]:
     """Read a spec YAML file; raise SmtError naming the file when it is unreadable or not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_SPEC_LOADER)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise SmtError(f"{path}: cannot read the spec ({exc.strerror})") from None
     except yaml.YAMLError as exc:
@@ -61,14 +65,16 @@ def load_answers(path: Path) -> dict[str, Any]:
 class Fleet:
     """The models under ``<root>/generated``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, load: Callable[[Path], dict[str, Any]] = load_answers) -> None:
         self.root = root
         self.directory = root / GENERATED_DIR
+        self._load = load  # reads a spec file; smt passes one that remembers parsed specs by content
 
     def names(self) -> list[str]:
         if not self.directory.is_dir():
             return []
-        return sorted(path.parent.name for path in self.directory.glob(f"*/{ANSWERS_FILE}"))
+        # Hidden folders are never models: `.NAME.smt-new` / `.NAME.smt-old` are a swap in progress.
+        return sorted(path.parent.name for path in self.directory.glob(f"*/{ANSWERS_FILE}") if not path.parent.name.startswith("."))
 
     def model(self, name: str) -> ModelEntry:
         directory = self.directory / name
@@ -76,7 +82,7 @@ class Fleet:
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet; create one with `smt new`"
             raise SmtError(f"{name}: no such model (no {GENERATED_DIR}/{name}/{ANSWERS_FILE}); models: {known}")
-        answers = load_answers(path)
+        answers = self._load(path)
         declared = answers.get("model_name")
         if declared != name:
             raise SmtError(f"{name}: {GENERATED_DIR}/{name}/{ANSWERS_FILE}: model_name is {declared!r} but the folder is {name!r}; make them equal")

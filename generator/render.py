@@ -1,23 +1,28 @@
-"""render_model: a model's spec -> its generated files, through Copier and the template's techniques.
+"""render_model: a model's spec -> its generated files, through Copier's Jinja environment and the
+template's techniques.
 
-This is the same rendering path as ``copier copy``: Copier renders the working tree's template and
-the template's own Jinja extension applies the techniques. It runs in-process, so the engine's memo is
-shared across models: files that render to the same text for several models are patched and
-formatted once.
+The template is rendered with the very Jinja environment Copier builds for ``template_repo/``
+(``copier.Worker.jinja_env``: its envops, ``_jinja_extensions`` and the template's own
+``smt_jinja`` extension, which applies the techniques), the same context variables and the same
+path rules, built once per process instead of once per model: ``copier copy`` runs that setup,
+asks its questions and writes a folder for every model, about a second each. The files and their
+text come from the one template, so ``copier copy`` and ``smt generate`` give the same bytes
+(``tests/test_render.py`` and ``tests/test_scale.py`` check it on every example model).
+In-process rendering also shares the engine's memo across models: files that render to the same
+text (or the same shape, see ``engine/shapes.py``) are patched and formatted once.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
+import os
+import sys
+from pathlib import Path, PurePath
 from typing import Any
 
-from copier import run_copy
+import yaml
 
 from . import engine
 from .engine import SmtError
-from .engine.pipeline import LOCAL_TECHNIQUES_DIR
 from .fleet import ANSWERS_FILE
 
 TEMPLATE_DIR = "template_repo"
@@ -31,6 +36,137 @@ def check_spec(root: Path, answers: dict[str, Any], model: str, model_dir: Path 
     return engine.plan_for(root, answers, model_dir)[1]
 
 
+class TemplateRenderer:
+    """Copier's Jinja environment, question defaults and file list for one template folder."""
+
+    def __init__(self, template_dir: Path) -> None:
+        from copier._main import Worker  # noqa: PLC0415 - Copier takes a while to import; only renders need it
+
+        self.template_dir = template_dir
+        worker = Worker(src_path=str(template_dir), dst_path=Path("."), defaults=True, unsafe=True, quiet=True)
+        template = worker.template
+        self.env = worker.jinja_env
+        self.suffix = template.templates_suffix
+        self.answers_file = str(template.answers_relpath)
+        self.questions = dict(template.questions_data)
+        self.root = template.local_abspath / template.subdirectory
+        self.loader_prefix = Path(template.subdirectory).as_posix().strip("/.")
+        # Copier renders exclusion patterns with Jinja; this template's have none (and the identity
+        # tests would show a difference if one were added).
+        self._exclude = worker._path_matcher(template.exclude)
+        self.sources = self._scan()
+        self._compiled: dict[str, Any] = {}
+
+    def _scan(self) -> list[tuple[str, bool]]:
+        """Template files relative to the subdirectory, in Copier's order, with whether each is Jinja."""
+        found = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for name in sorted(files):
+                relative = (Path(folder) / name).relative_to(self.root).as_posix()
+                is_template = bool(self.suffix) and name.endswith(self.suffix)
+                if not is_template and (self.root / f"{relative}{self.suffix}").exists() and self.suffix:
+                    continue  # Copier renders the templated sibling instead
+                found.append((relative, is_template))
+        return found
+
+    def _defaults(self, answers: dict[str, Any]) -> dict[str, Any]:
+        """Answers with Copier's defaults for unanswered questions, cast as Copier casts them."""
+        combined = {}
+        for name, question in self.questions.items():
+            kind = question.get("type", "yaml") if isinstance(question, dict) else "yaml"
+            if name in answers:
+                value = answers[name]
+            elif isinstance(question, dict) and "default" in question:
+                value = question["default"]
+                if isinstance(value, str):
+                    value = self.env.from_string(value).render(**answers)
+            else:
+                continue
+            if kind in ("yaml", "json") and isinstance(value, str):
+                value = yaml.safe_load(value)
+            elif kind == "str" and value is not None:
+                value = str(value)
+            combined[name] = value
+        for name, value in answers.items():
+            combined.setdefault(name, value)
+        return combined
+
+    def _string(self, text: str, context: dict[str, Any]) -> str:
+        compiled = self._compiled.get(text)
+        if compiled is None:
+            compiled = self._compiled[text] = self.env.from_string(text)
+        return compiled.render(**context)
+
+    def render(self, answers: dict[str, Any], destination: Path) -> RenderedTree:
+        """Every file Copier would write into ``destination`` for ``answers`` (the answers file excluded)."""
+        combined = self._defaults(answers)
+        conf = {
+            "src_path": PurePath(self.template_dir),
+            "dst_path": PurePath(destination),
+            "answers_file": PurePath(self.answers_file),
+            "sep": os.sep,
+            "defaults": True,
+            "unsafe": True,
+            "quiet": True,
+        }
+        context = {
+            **combined,
+            "_copier_answers": {key: value for key, value in combined.items() if not key.startswith("_")},
+            "_copier_conf": conf,
+            "_folder_name": destination.name,
+            "_copier_python": sys.executable,
+            "_copier_phase": _render_phase(),
+        }
+        tree: RenderedTree = {}
+        for relative, is_template in self.sources:
+            parts = [self._string(part, context) for part in relative.split("/")]
+            if not all(parts):
+                continue  # Copier skips a path with a part rendered empty
+            if is_template:
+                parts[-1] = parts[-1][: -len(self.suffix)] if parts[-1].endswith(self.suffix) else parts[-1]
+            path = "/".join(parts)
+            if path == self.answers_file or self._exclude(Path(path)):
+                continue
+            if is_template:
+                name = f"{self.loader_prefix}/{relative}" if self.loader_prefix else relative
+                tree[path] = self.env.get_template(name).render(**context)
+            else:
+                tree[path] = (self.root / relative).read_text()
+        return dict(sorted(tree.items()))
+
+
+def _render_phase() -> Any:
+    from copier._types import Phase  # noqa: PLC0415
+
+    return Phase.RENDER
+
+
+_RENDERERS: dict[Path, tuple[tuple[tuple[str, int, int], ...], TemplateRenderer]] = {}
+
+
+def _template_stamp(template_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    stamp = []
+    for folder, _, files in os.walk(template_dir):
+        for name in files:
+            info = os.stat(os.path.join(folder, name))
+            stamp.append((os.path.join(folder, name), info.st_size, info.st_mtime_ns))
+    return tuple(sorted(stamp))
+
+
+def template_renderer(root: Path) -> TemplateRenderer:
+    """The renderer of ``root``'s template, rebuilt when any template file changes."""
+    template_dir = (root / TEMPLATE_DIR).resolve()
+    stamp = _template_stamp(template_dir)
+    cached = _RENDERERS.get(template_dir)
+    if cached is None or cached[0] != stamp:
+        cached = _RENDERERS[template_dir] = (stamp, TemplateRenderer(template_dir))
+    return cached[1]
+
+
+NO_MODEL_DIR = Path("/nonexistent/smt-model")  # a destination without local techniques
+
+
 def render_model(root: Path, answers: dict[str, Any], model: str, model_dir: Path | None = None) -> RenderedTree:
     """Render one model from the template in ``root``'s working tree.
 
@@ -39,28 +175,12 @@ def render_model(root: Path, answers: dict[str, Any], model: str, model_dir: Pat
     """
     check_spec(root, answers, model, model_dir)
     data = {key: value for key, value in answers.items() if not key.startswith("_")}
-    with tempfile.TemporaryDirectory(prefix=f"smt-{model}-") as tmp:
-        local = model_dir / LOCAL_TECHNIQUES_DIR if model_dir is not None else None
-        if local is not None and local.is_dir():
-            shutil.copytree(local, Path(tmp) / LOCAL_TECHNIQUES_DIR, ignore=shutil.ignore_patterns("__pycache__"))
-        try:
-            run_copy(
-                str(root / TEMPLATE_DIR),
-                tmp,
-                data=data,
-                defaults=True,
-                overwrite=True,
-                unsafe=True,
-                quiet=True,
-            )
-        except Exception as exc:  # Copier wraps nothing of ours; SmtError may come from a private engine copy
-            if getattr(exc, "is_smt_error", False):
-                raise SmtError(str(exc)) from None
-            raise
-        tree = {
-            path.relative_to(tmp).as_posix(): path.read_text()
-            for path in sorted(Path(tmp).rglob("*"))
-            if path.is_file() and path.relative_to(tmp).parts[0] != LOCAL_TECHNIQUES_DIR
-        }
+    destination = model_dir.resolve() if model_dir is not None else NO_MODEL_DIR
+    try:
+        tree = template_renderer(root).render(data, destination)
+    except Exception as exc:  # SmtError may come from a private engine copy
+        if getattr(exc, "is_smt_error", False):
+            raise SmtError(str(exc)) from None
+        raise
     tree.pop(ANSWERS_FILE, None)
     return tree

@@ -23,12 +23,12 @@ from .config_params import add_technique_params
 from .errors import SmtError
 from .layout import add_header, format_python
 from .patch import ExtensionPoint, apply_patch, parse_patch
+from .shapes import shape_of, unshape
+from .store import current_store
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
-TEMPLATE_DIR = "template_repo"
-TECHNIQUES_DIR = "techniques"
-LOCAL_TECHNIQUES_DIR = "local_techniques"  # inside a model's folder, next to its spec
+from .paths import LOCAL_TECHNIQUES_DIR, TECHNIQUES_DIR, TEMPLATE_DIR
 VERSION_FILE = "VERSION"
 EXTENSION_POINTS_FILE = "extension_points.yml"
 CONFIG_TARGET = "config.py"
@@ -44,6 +44,29 @@ class TemplateSources:
     version: str
     extension_points: Points
     library: Mapping[str, Technique]
+    fingerprint: str = ""  # engine code, libcst and black versions, template version and extension points
+
+
+ENGINE_DIR = Path(__file__).resolve().parent
+
+
+def engine_fingerprint(*extra: bytes) -> str:
+    """A hash of what decides the engine's output besides its inputs: its own code and the tools."""
+    digest = hashlib.sha256(f"libcst {_version('libcst')}, black {black.__version__}".encode())
+    for path in sorted(ENGINE_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for part in extra:
+        digest.update(b"\0" + part)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _stamp(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -98,7 +121,9 @@ def load_sources(root: Path) -> TemplateSources:
         version = version_path.read_text().strip()
     except OSError as exc:
         raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror})") from None
-    sources = TemplateSources(root, version, _load_points(points_path), load_library(root / TECHNIQUES_DIR))
+    points_text = points_path.read_bytes() if points_path.is_file() else b""
+    fingerprint = engine_fingerprint(version.encode(), points_text)
+    sources = TemplateSources(root, version, _load_points(points_path), load_library(root / TECHNIQUES_DIR), fingerprint)
     _SOURCES[root] = (stamp, sources)
     return sources
 
@@ -272,6 +297,25 @@ def trace_file(sources: TemplateSources, target: str, text: str, plan: Sequence[
     return steps
 
 
+def relevant_plan(target: str, plan: Sequence[AppliedTechnique]) -> tuple[AppliedTechnique, ...]:
+    """The techniques that can change ``target``: the others leave it as it is, so they are not part
+    of what decides it (and models differing only in them share its work)."""
+    if target == CONFIG_TARGET:
+        return tuple(plan)
+    if not target.endswith(".py"):
+        return ()
+    return tuple(a for a in plan if target in a.technique.targets or a.technique.codemod is not None)
+
+
+def technique_texts(plan: Sequence[AppliedTechnique]) -> list[str]:
+    """Everything the plan's techniques may put into a file (patches, codemods, header labels)."""
+    texts = []
+    for applied in plan:
+        texts += [source for _, source in applied.technique.patches]
+        texts += [applied.technique.codemod or "", applied.technique.label, repr(applied.params)]
+    return texts
+
+
 class FileRenderer:
     """Turns one rendered template file into the final generated file, with a memo."""
 
@@ -279,13 +323,39 @@ class FileRenderer:
         self.sources = sources
         self._memo: dict[tuple[object, ...], str] = {}
 
-    def finish(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
+    def finish(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None = None) -> str:
+        """The final file; ``model_name`` lets files that differ between models only by it share the work."""
+        plan = relevant_plan(target, plan)
+        shaped = None
+        if model_name is not None and target != CONFIG_TARGET:
+            shaped = shape_of(model_name, text, technique_texts(plan))
+        if shaped is not None:
+            try:
+                return unshape(str(model_name), self._finish_memo(target, shaped, plan))
+            except SmtError as error:  # say it with the model's name, not the placeholder
+                raise SmtError(unshape(str(model_name), str(error))) from None
+        return self._finish_memo(target, text, plan)
+
+    def _finish_memo(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
         key = (target, hashlib.sha256(text.encode()).hexdigest(), tuple(applied.key for applied in plan))
         result = self._memo.get(key)
+        store = current_store()
+        if result is None and store is not None:
+            result = store.get(self.store_key(target, text, plan))
         if result is None:
             result = self._finish(target, text, plan)
-            self._memo[key] = result
+            if store is not None:
+                store.put(self.store_key(target, text, plan), result)
+        self._memo[key] = result
         return result
+
+    def store_key(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
+        """Content address of one finish step: engine and tools, template version and extension
+        points, the target, its text and each relevant technique's fingerprint and params."""
+        digest = hashlib.sha256(self.sources.fingerprint.encode())
+        digest.update(json.dumps([target, [list(map(str, applied.key)) for applied in plan]]).encode())
+        digest.update(b"\0" + text.encode())
+        return digest.hexdigest()
 
     def _finish(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
         touched: list[str] = []
@@ -307,8 +377,6 @@ class FileRenderer:
 
 
 _RENDERERS: dict[TemplateSources, FileRenderer] = {}
-
-
 def renderer_for(sources: TemplateSources) -> FileRenderer:
     """One FileRenderer (and memo) per loaded sources, shared by every model rendered in this process."""
     renderer = _RENDERERS.get(sources)
@@ -338,7 +406,8 @@ def plan_for(root: Path, answers: Mapping[str, object], model_dir: Path | None =
 def finish_file(root: Path, answers: Mapping[str, object], target: str, text: str, model_dir: Path | None = None) -> str:
     """The whole per-file step, as the template's Jinja filter calls it for every rendered file."""
     sources, plan = plan_for(root, answers, model_dir)
-    return renderer_for(sources).finish(target, text, plan)
+    name = answers.get("model_name")
+    return renderer_for(sources).finish(target, text, plan, name if isinstance(name, str) else None)
 
 
 def describe_plan(root: Path, answers: Mapping[str, object], model_dir: Path | None = None) -> list[dict[str, object]]:

@@ -27,7 +27,7 @@ def load_engine() -> ModuleType:
     """This checkout's engine: the imported ``generator.engine`` if it is this very folder, else a
     private copy under a name unique to the folder (so two releases never share modules)."""
     imported = sys.modules.get("generator.engine")
-    if imported is not None and Path(imported.__file__ or "").resolve().parent == ENGINE_DIR:
+    if imported is not None and Path(imported.__file__ or "").resolve().parent == ENGINE_DIR.resolve():
         return imported
     name = "_smt_engine_" + hashlib.sha256(str(ENGINE_DIR).encode()).hexdigest()[:16]
     if name not in sys.modules:
