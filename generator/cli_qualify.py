@@ -144,6 +144,8 @@ def promote(
         fleet = Fleet(find_root())
         with fleet_lock(fleet.root):  # a writer, like generate/adopt/drop
             done = run_promotion(fleet, technique, opt_out)
+    except OSError as exc:  # permission, disk full: every model is old or new (write_tree's swap)
+        raise _fail(SmtError(f"promote {technique}: cannot write generated/ ({exc}); fix the cause and run it again"))
     except SmtError as error:
         raise _fail(error)
     for name in done.adopted:
