@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,7 +22,7 @@ from .render import RenderedTree, render_model
 from .cache import RenderCache
 from .regeneration import default_jobs, fleet_changes
 from .lock import fleet_lock, lock_if_free
-from .sync import FileChange, compare, count_lines, read_tree, recover_swaps, write_tree
+from .sync import FileChange, count_lines, recover_swaps, write_tree
 from .versions import changed_techniques, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
