@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keyword
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,14 +78,21 @@ class Hyperparameters(_Strict):
     over_arch_layers: list[int] | None = None
     tower_layers: list[int] | None = None
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    dense_optimizer: Literal["adamw", "adam"] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
+    embedding_optimizer: Literal["adagrad", "adam", "rowwise_adagrad"] | None = None
     embedding_learning_rate: float | None = Field(default=None, gt=0)
+    embedding_regularizer: float | None = Field(default=None, ge=0)
+    net_regularizer: float | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, ge=1)
     seed: int | None = None
     train_examples: int | None = Field(default=None, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)
-    eval_every: int | None = Field(default=None, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    eval_every: int | None = Field(default=None, ge=0)  # 0: once per epoch
+    monitor: Literal["logloss", "auc"] | None = None
+    lr_plateau_factor: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
@@ -107,7 +114,16 @@ class Hyperparameters(_Strict):
             raise ValueError("every layer width must be at least 1")
         return value
 
-    @field_validator("dropout", "learning_rate", "weight_decay", "embedding_learning_rate", mode="before")
+    @field_validator(
+        "dropout",
+        "learning_rate",
+        "weight_decay",
+        "embedding_learning_rate",
+        "embedding_regularizer",
+        "net_regularizer",
+        "lr_plateau_factor",
+        mode="before",
+    )
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .batch import Batch, table_to_batches
 from .config import ModelConfig
@@ -133,6 +134,24 @@ class Examples:
         return cls(
             table, None, table.num_rows, optimal_metrics(config, table, probabilities)
         )
+
+    def label_rates(self, config: ModelConfig) -> dict[str, float]:
+        """objective -> rate of positive labels over every row of the split (reads
+        only the label columns of a file)."""
+        names = [LABEL_PREFIX + name for name in config.objective_names]
+        if self.table is not None:
+            table = self.table.select(names)
+        else:
+            table = pq.read_table(self.path, columns=names)
+        return {
+            name: float(
+                np.mean(
+                    table.column(column).to_numpy(zero_copy_only=False),
+                    dtype=np.float64,
+                )
+            )
+            for name, column in zip(config.objective_names, names)
+        }
 
     def batches(
         self,

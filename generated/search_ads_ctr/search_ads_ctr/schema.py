@@ -155,7 +155,8 @@ def _type_fits(spec: _ColumnSpec, data_type: pa.DataType) -> bool:
     return pa.types.is_integer(data_type) or (spec.hashed and is_bytes_type(data_type))
 
 
-_HASH_HINT = "raw ids? read with hash_raw_ids=True to hash them into the cardinality"
+def _hash_hint(feature: str) -> str:
+    return f"raw ids? train with --hash-raw-ids {feature} (or all) to hash them into the cardinality"
 
 
 def schema_problems(
@@ -170,7 +171,11 @@ def schema_problems(
             problems.append(SchemaProblem(spec.name, "missing", rows, rows, detail))
         elif not _type_fits(spec, schema.field(index).type):
             detail = f"type {schema.field(index).type}, expected {spec.expected}"
-            hint = _HASH_HINT if spec.role == "sparse" and not spec.hashed else ""
+            hint = (
+                _hash_hint(spec.name)
+                if spec.role == "sparse" and not spec.hashed
+                else ""
+            )
             problems.append(SchemaProblem(spec.name, "dtype", rows, rows, detail, hint))
     return problems
 
@@ -246,7 +251,7 @@ def normalize_column(
     nulls = "are null or hold null ids" if feature.multi_valued else "are null"
     problems = problem("null", null_rows, nulls)
     detail = f"have ids outside [0, {feature.cardinality})"
-    problems += problem("range", range_rows, detail, _HASH_HINT)
+    problems += problem("range", range_rows, detail, _hash_hint(spec.name))
     return normalized, problems
 
 

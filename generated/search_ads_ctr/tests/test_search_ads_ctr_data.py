@@ -131,7 +131,7 @@ def test_wrong_dtypes_and_nulls_are_schema_errors(table):
     expected = (
         f"column '{SINGLE.name}': type string, expected integer ids .*all {ROWS} rows"
     )
-    with pytest.raises(SchemaError, match=expected + ".*hash_raw_ids"):
+    with pytest.raises(SchemaError, match=expected + f".*--hash-raw-ids {SINGLE.name}"):
         check_table(replaced(table, SINGLE.name, as_strings), DATA_CONFIG)
     with_nulls = pa.array([None] * 7 + table.column(SINGLE.name).to_pylist()[7:])
     with pytest.raises(
@@ -212,7 +212,7 @@ def test_raw_ids_are_hashed_when_reading(tmp_path):
     raw = replaced(raw, multi.name, pa.array(raw_bags))
     path = tmp_path / "raw.parquet"
     write_parquet(raw, path)
-    with pytest.raises(SchemaError, match="hash_raw_ids"):
+    with pytest.raises(SchemaError, match=f"--hash-raw-ids {single.name}"):
         read_parquet(path, config)
     hashed = [single.name, multi.name]
     checked = read_parquet(path, config, hash_raw_ids=hashed)

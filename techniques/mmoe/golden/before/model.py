@@ -200,7 +200,11 @@ class TaskTowers(nn.Module):
 
 class RankingModel(nn.Module):
     """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
-    OverArch, TaskTowers.
+    OverArch, TaskTowers, plus one output bias per objective.
+
+    The output bias starts at the log-odds of config.label_rates, and training sets
+    it to the log-odds of the train split's label rates (train.init_output_bias), so
+    the model predicts each objective's base rate from step 0, whatever TaskTowers is.
 
     Args:
         config: the model's ModelConfig.
@@ -221,6 +225,8 @@ class RankingModel(nn.Module):
         self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
         self.over_arch = OverArch(config, self.interaction_arch.output_dim)
         self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+        rates = torch.tensor(config.label_rates, dtype=torch.float32)
+        self.output_bias = nn.Parameter(torch.log(rates / (1 - rates)))
 
     def forward(
         self,
@@ -232,4 +238,4 @@ class RankingModel(nn.Module):
         dense_out = self.dense_arch(dense)
         interacted = self.interaction_arch(dense_out, embedded)
         shared = self.over_arch(interacted)
-        return self.task_towers(shared)
+        return self.task_towers(shared) + self.output_bias
