@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,29 +86,46 @@ class ModelConfig:
             cardinality=25000,
             embedding_dim=16,
             multi_valued=False,
+            column="device_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="app_id",
             cardinality=3000,
             embedding_dim=16,
             multi_valued=False,
+            column="app_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="app_category",
             cardinality=60,
             embedding_dim=8,
             multi_valued=False,
+            column="app_category",
+            unknown_id=None,
         ),
         SparseFeature(
             name="installed_apps",
             cardinality=3000,
             embedding_dim=16,
             multi_valued=True,
+            column="installed_apps",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
         "device_price_usd",
         "app_rating",
+    )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "device_price_usd",
+        "app_rating",
+    )
+    label_columns: tuple[str, ...] = (
+        "label_install",
+        "label_purchase",
     )
     serving: ServingBudget = ServingBudget(
         max_params=1500000,

@@ -19,9 +19,10 @@ from .schema import (
     SchemaError,
     SchemaProblem,
     check_table,
-    column_names,
     column_specs,
+    file_columns,
     normalize_column,
+    problem_order,
     schema_problems,
 )
 
@@ -50,13 +51,18 @@ def check_parquet(
     specs = column_specs(config, hash_raw_ids)
     problems = schema_problems(specs, file.schema_arrow, rows)
     broken = {problem.column for problem in problems}
-    readable = [spec for spec in specs if spec.name not in broken]
+    present = file.schema_arrow.names
+    readable = [
+        (spec, spec.find(present))
+        for spec in specs
+        if spec.find(present) is not None and spec.find(present) not in broken
+    ]
     counts: dict[tuple[str, str], SchemaProblem] = {}
     if readable:
-        names = [spec.name for spec in readable]
+        names = [name for _, name in readable]
         for record_batch in file.iter_batches(batch_size=read_rows, columns=names):
-            for spec, column in zip(readable, record_batch.columns):
-                for problem in normalize_column(spec, column)[1]:
+            for (spec, name), column in zip(readable, record_batch.columns):
+                for problem in normalize_column(spec, column, name)[1]:
                     key = (problem.column, problem.kind)
                     seen = counts.get(key)
                     counts[key] = replace(
@@ -64,7 +70,7 @@ def check_parquet(
                     )
     problems += [replace(problem, total_rows=rows) for problem in counts.values()]
     if problems:
-        order = {spec.name: index for index, spec in enumerate(specs)}
+        order = problem_order(specs)
         problems.sort(key=lambda problem: order[problem.column])
         raise SchemaError(str(path), config.model_name, problems)
     return rows
@@ -94,8 +100,7 @@ def read_parquet(
     """
     if config is None:
         return pq.read_table(path)
-    present = set(pq.read_schema(path).names)
-    names = [name for name in column_names(config) if name in present]
+    names = file_columns(config, pq.read_schema(path).names)
     table = pq.read_table(path, columns=names)
     return check_table(table, config, hash_raw_ids=hash_raw_ids, source=str(path))
 
@@ -162,7 +167,9 @@ def stream_parquet(
     rng = np.random.default_rng(seed)
     buffer_rows = max(shuffle_buffer_rows, batch_size) if shuffle else batch_size
     record_batches = file.iter_batches(
-        batch_size=read_rows, row_groups=groups.tolist(), columns=column_names(config)
+        batch_size=read_rows,
+        row_groups=groups.tolist(),
+        columns=file_columns(config, file.schema_arrow.names),
     )
     pending: list[pa.Table] = []
     pending_rows = 0

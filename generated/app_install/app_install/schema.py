@@ -86,10 +86,19 @@ class SchemaProblem:
 class _ColumnSpec:
     """What the spec expects of one column; feature is set for sparse columns."""
 
-    name: str
+    name: str  # in the spec's layout: the feature's name or label_<objective>
     role: str  # "sparse", "dense" or "label"
     feature: SparseFeature | None = None
     hashed: bool = False
+    source: str = ""  # the column's name in data files (config's data conventions)
+
+    def find(self, names: Collection[str]) -> str | None:
+        """The column of a table with these column names that holds this one: its
+        name in data files, else its name in the spec's layout (e.g. synthetic data)."""
+        for candidate in (self.source, self.name):
+            if candidate and candidate in names:
+                return candidate
+        return None
 
     @property
     def expected(self) -> str:
@@ -104,8 +113,17 @@ class _ColumnSpec:
 
 
 def column_names(config: ModelConfig) -> list[str]:
-    """The columns a table needs, in spec order: sparse, dense, then label_<objective>."""
-    return [spec.name for spec in column_specs(config)]
+    """The columns a data file needs, in spec order: sparse, dense, then labels, named
+    as in data files (the spec's data.columns and data.labels; by default the feature's
+    name and label_<objective>)."""
+    return [spec.source for spec in column_specs(config)]
+
+
+def file_columns(config: ModelConfig, names: Collection[str]) -> list[str]:
+    """Of a file with these column names, the columns that hold the spec's, in spec
+    order (missing ones are left out)."""
+    found = (spec.find(names) for spec in column_specs(config))
+    return [name for name in found if name is not None]
 
 
 def column_specs(
@@ -123,11 +141,17 @@ def column_specs(
             )
     return [
         *(
-            _ColumnSpec(f.name, "sparse", f, f.name in hashed)
+            _ColumnSpec(f.name, "sparse", f, f.name in hashed, f.column or f.name)
             for f in config.sparse_features
         ),
-        *(_ColumnSpec(name, "dense") for name in config.dense_features),
-        *(_ColumnSpec(LABEL_PREFIX + name, "label") for name in config.objective_names),
+        *(
+            _ColumnSpec(name, "dense", source=column)
+            for name, column in zip(config.dense_features, config.dense_columns)
+        ),
+        *(
+            _ColumnSpec(LABEL_PREFIX + name, "label", source=column)
+            for name, column in zip(config.objective_names, config.label_columns)
+        ),
     ]
 
 
@@ -165,19 +189,30 @@ def schema_problems(
     """Missing columns and columns of the wrong type; every row counts as affected."""
     problems = []
     for spec in specs:
-        index = schema.get_field_index(spec.name)
-        if index < 0:
+        found = spec.find(schema.names)
+        if found is None:
             detail = f"missing, expected {spec.expected}"
-            problems.append(SchemaProblem(spec.name, "missing", rows, rows, detail))
-        elif not _type_fits(spec, schema.field(index).type):
-            detail = f"type {schema.field(index).type}, expected {spec.expected}"
+            if spec.role == "label":
+                detail += " (name the label column in the spec's data.labels)"
+            problems.append(SchemaProblem(spec.source, "missing", rows, rows, detail))
+            continue
+        data_type = schema.field(found).type
+        if not _type_fits(spec, data_type):
+            detail = f"type {data_type}, expected {spec.expected}"
             hint = (
                 _hash_hint(spec.name)
                 if spec.role == "sparse" and not spec.hashed
                 else ""
             )
-            problems.append(SchemaProblem(spec.name, "dtype", rows, rows, detail, hint))
+            problems.append(SchemaProblem(found, "dtype", rows, rows, detail, hint))
     return problems
+
+
+def problem_order(specs: list[_ColumnSpec]) -> dict[str, int]:
+    """Column name (in files or in the spec's layout) -> its place in spec order."""
+    order = {spec.name: index for index, spec in enumerate(specs)}
+    order.update({spec.source: index for index, spec in enumerate(specs)})
+    return order
 
 
 def _rows_with(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -187,9 +222,10 @@ def _rows_with(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def normalize_column(
-    spec: _ColumnSpec, column: pa.Array
+    spec: _ColumnSpec, column: pa.Array, name: str | None = None
 ) -> tuple[pa.Array, list[SchemaProblem]]:
-    """A column of a fitting type as int64 / list<int64> / float32, and its value problems."""
+    """A column of a fitting type as int64 / list<int64> / float32, and its value
+    problems, which name the column name (default: its name in data files)."""
     rows = len(column)
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
@@ -198,7 +234,7 @@ def normalize_column(
         kind: str, flags: np.ndarray, detail: str, hint: str = ""
     ) -> list[SchemaProblem]:
         count = int(np.count_nonzero(flags))
-        found = SchemaProblem(spec.name, kind, count, rows, detail, hint)
+        found = SchemaProblem(name or spec.source, kind, count, rows, detail, hint)
         return [found] if count else []
 
     if spec.role != "sparse":
@@ -224,10 +260,15 @@ def normalize_column(
     if pa.types.is_dictionary(ids.type):
         ids = ids.dictionary_decode()
     null_ids = np.asarray(ids.is_null())
+    unknown = feature.unknown_id
     if spec.hashed:
         present = ids.filter(pa.array(~null_ids)) if null_ids.any() else ids
         hashed = np.zeros(len(ids), np.int64)
-        hashed[~null_ids] = hash_ids(present, feature.cardinality)
+        if unknown is None or feature.cardinality == 1:
+            hashed[~null_ids] = hash_ids(present, feature.cardinality)
+        else:  # every row but the unknown id's
+            rows_hashed = hash_ids(present, feature.cardinality - 1)
+            hashed[~null_ids] = rows_hashed + (rows_hashed >= unknown)
         numbers, out_of_range = hashed, np.zeros(len(ids), bool)
     else:
         numbers = (
@@ -238,6 +279,9 @@ def normalize_column(
             # The cast wrapped ids of 2**63 and above to negative numbers; compare them unsigned.
             unsigned = ids.fill_null(0).to_numpy(zero_copy_only=False)
             out_of_range |= unsigned >= feature.cardinality
+    if unknown is not None and null_ids.any():
+        numbers = np.where(null_ids, unknown, numbers)  # a null id is the unknown id
+        null_ids = np.zeros(len(ids), bool)
     if offsets is None:
         null_rows, range_rows = null_ids, out_of_range
         normalized = pa.array(numbers)
@@ -264,12 +308,13 @@ def _check(
     broken = {problem.column for problem in problems}
     columns = {}
     for spec in specs:
-        if spec.name not in broken:
-            column = table.column(spec.name).combine_chunks()
-            columns[spec.name], column_problems = normalize_column(spec, column)
+        found = spec.find(table.column_names)
+        if found is not None and found not in broken:
+            column = table.column(found).combine_chunks()
+            columns[spec.name], column_problems = normalize_column(spec, column, found)
             problems += column_problems
     if problems:
-        order = {spec.name: index for index, spec in enumerate(specs)}
+        order = problem_order(specs)
         problems.sort(key=lambda problem: order[problem.column])
         return None, problems
     return pa.table(columns), problems

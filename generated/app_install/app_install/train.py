@@ -771,16 +771,42 @@ class RunResult:
         }
 
 
-def init_output_bias(model: nn.Module, label_rates: dict[str, float]) -> None:
-    """Start every objective's output bias (RankingModel.output_bias) at the log-odds
-    of its label rate, so the untrained model predicts the base rates."""
+def init_output_bias(
+    model: nn.Module,
+    label_rates: dict[str, float],
+    data: Examples | None = None,
+    config: ModelConfig | None = None,
+    runtime: Runtime = Runtime(),
+    batches: int = 4,
+) -> None:
+    """Start every objective's output bias (RankingModel.output_bias) so the untrained
+    model predicts the label rates: the log-odds of each rate, or, given data, the bias
+    at which the mean predicted probability over its first batches equals the rate
+    (the towers' random initial logits shift the mean otherwise, whatever TaskTowers is).
+    """
     bias = getattr(model, "output_bias", None)
     if bias is None:
         return
     rates = torch.tensor(list(label_rates.values()), dtype=torch.float64)
     rates = rates.clamp(1e-6, 1 - 1e-6)
+    value = torch.log(rates / (1 - rates))
+    if data is not None and config is not None:
+        with torch.no_grad():
+            bias.zero_()
+            logits, _ = predict(
+                model, islice(data.batches(config, config.batch_size), batches), runtime
+            )
+        logits = torch.from_numpy(logits).double()
+        low, high = torch.full_like(value, -30.0), torch.full_like(value, 30.0)
+        for _ in range(60):  # bisection: the mean probability grows with the bias
+            middle = (low + high) / 2
+            above = torch.sigmoid(logits + middle).mean(dim=0) > rates
+            low, high = torch.where(above, low, middle), torch.where(
+                above, middle, high
+            )
+        value = (low + high) / 2
     with torch.no_grad():
-        bias.copy_(torch.log(rates / (1 - rates)).to(bias.dtype))
+        bias.copy_(value.to(bias.dtype))
 
 
 def train(
@@ -823,7 +849,8 @@ def train(
     label_rates = None
     if not resume:
         label_rates = data.train.label_rates(config)
-        init_output_bias(model, label_rates)
+        model.to(runtime.device)
+        init_output_bias(model, label_rates, data.train, config, runtime)
     model.to(runtime.device)
     torch.manual_seed(config.seed + runtime.rank)
     loss_fn = MultiTaskLoss(config).to(runtime.device)

@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,24 +79,32 @@ class ModelConfig:
             cardinality=20000,
             embedding_dim=16,
             multi_valued=False,
+            column="user_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="ad_id",
             cardinality=5000,
             embedding_dim=16,
             multi_valued=False,
+            column="ad_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="advertiser_id",
             cardinality=800,
             embedding_dim=8,
             multi_valued=False,
+            column="advertiser_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="user_interests",
             cardinality=400,
             embedding_dim=8,
             multi_valued=True,
+            column="user_interests",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
@@ -99,6 +112,13 @@ class ModelConfig:
         "ad_ctr_7d",
         "position",
     )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "user_age_days",
+        "ad_ctr_7d",
+        "position",
+    )
+    label_columns: tuple[str, ...] = ("label_click",)
     serving: ServingBudget = ServingBudget(
         max_params=1000000,
         max_mflops_per_example=1.0,

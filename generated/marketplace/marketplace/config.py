@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,30 +83,49 @@ class ModelConfig:
             cardinality=20000,
             embedding_dim=16,
             multi_valued=False,
+            column="buyer_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="listing_id",
             cardinality=10000,
             embedding_dim=16,
             multi_valued=False,
+            column="listing_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="seller_id",
             cardinality=2000,
             embedding_dim=8,
             multi_valued=False,
+            column="seller_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="listing_tags",
             cardinality=500,
             embedding_dim=8,
             multi_valued=True,
+            column="listing_tags",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
         "price_usd",
         "seller_rating",
         "listing_age_days",
+    )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "price_usd",
+        "seller_rating",
+        "listing_age_days",
+    )
+    label_columns: tuple[str, ...] = (
+        "label_click",
+        "label_add_to_cart",
+        "label_purchase",
     )
     serving: ServingBudget = ServingBudget(
         max_params=1500000,

@@ -31,7 +31,14 @@ from .parquet_io import (
     stream_parquet,
     write_parquet,
 )
-from .schema import LABEL_PREFIX, SchemaError, SchemaProblem, check_table, column_names
+from .schema import (
+    LABEL_PREFIX,
+    SchemaError,
+    SchemaProblem,
+    check_table,
+    column_names,
+    file_columns,
+)
 from .synthetic import (
     SyntheticWorld,
     generate_synthetic,
@@ -53,6 +60,7 @@ __all__ = [
     "check_parquet",
     "check_table",
     "column_names",
+    "file_columns",
     "generate_synthetic",
     "hash_ids",
     "optimal_metrics",
@@ -141,8 +149,11 @@ class Examples:
         names = [LABEL_PREFIX + name for name in config.objective_names]
         if self.table is not None:
             table = self.table.select(names)
-        else:
-            table = pq.read_table(self.path, columns=names)
+        else:  # the file's label columns, renamed to the spec's layout
+            sources = file_columns(config, pq.read_schema(self.path).names)[
+                -len(names) :
+            ]
+            table = pq.read_table(self.path, columns=sources).rename_columns(names)
         return {
             name: float(
                 np.mean(

@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,21 +71,30 @@ class ModelConfig:
             cardinality=20000,
             embedding_dim=16,
             multi_valued=False,
+            column="recipient_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="template_id",
             cardinality=300,
             embedding_dim=8,
             multi_valued=False,
+            column="template_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="hour_of_week",
             cardinality=168,
             embedding_dim=8,
             multi_valued=False,
+            column="hour_of_week",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = ()
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = ()
+    label_columns: tuple[str, ...] = ("label_open",)
     serving: ServingBudget = ServingBudget(
         max_params=600000,
         max_mflops_per_example=0.2,

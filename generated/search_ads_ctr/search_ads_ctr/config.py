@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,30 +73,44 @@ class ModelConfig:
             cardinality=15000,
             embedding_dim=16,
             multi_valued=False,
+            column="query_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="ad_id",
             cardinality=6000,
             embedding_dim=16,
             multi_valued=False,
+            column="ad_id",
+            unknown_id=0,
         ),
         SparseFeature(
             name="query_tokens",
             cardinality=2000,
             embedding_dim=16,
             multi_valued=True,
+            column="query_tokens",
+            unknown_id=None,
         ),
         SparseFeature(
             name="match_type",
             cardinality=4,
             embedding_dim=4,
             multi_valued=False,
+            column="match_type",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
         "bid_usd",
         "ad_quality_score",
     )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "bid_usd",
+        "quality",
+    )
+    label_columns: tuple[str, ...] = ("clicked",)
     serving: ServingBudget = ServingBudget(
         max_params=800000,
         max_mflops_per_example=0.5,

@@ -28,7 +28,7 @@ import pyarrow as pa
 from .config import ModelConfig
 from .hashing import keyed_rng
 from .parquet_io import write_parquet
-from .schema import LABEL_PREFIX
+from .schema import LABEL_PREFIX, column_names
 
 ZIPF_EXPONENT = 1.2  # popularity of the id of rank r ~ 1 / r**1.2
 MAX_BAG_SIZE = 5  # a multi-valued feature carries 1 to 5 ids
@@ -299,7 +299,10 @@ def write_synthetic(
     num_examples = config.train_examples if num_examples is None else num_examples
     seed = config.seed if seed is None else seed
     table, probabilities = sample_synthetic(config, num_examples, seed)
-    write_parquet(table, path, row_group_size=row_group_size)
+    # Named as the model's data files name them (the spec's data conventions).
+    write_parquet(
+        table.rename_columns(column_names(config)), path, row_group_size=row_group_size
+    )
     summary = {
         "model_name": config.model_name,
         "examples": num_examples,

@@ -26,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,30 +71,44 @@ class ModelConfig:
             cardinality=30000,
             embedding_dim=16,
             multi_valued=False,
+            column="viewer_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="video_id",
             cardinality=8000,
             embedding_dim=16,
             multi_valued=False,
+            column="video_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="creator_id",
             cardinality=1500,
             embedding_dim=8,
             multi_valued=False,
+            column="creator_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="recent_categories",
             cardinality=200,
             embedding_dim=8,
             multi_valued=True,
+            column="recent_categories",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
         "video_length_s",
         "viewer_watch_time_7d",
     )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "video_length_s",
+        "viewer_watch_time_7d",
+    )
+    label_columns: tuple[str, ...] = ("label_view_through",)
     serving: ServingBudget = ServingBudget(
         max_params=1200000,
         max_mflops_per_example=1.0,

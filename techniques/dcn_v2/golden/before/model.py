@@ -202,9 +202,10 @@ class RankingModel(nn.Module):
     """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
     OverArch, TaskTowers, plus one output bias per objective.
 
-    The output bias starts at the log-odds of config.label_rates, and training sets
-    it to the log-odds of the train split's label rates (train.init_output_bias), so
-    the model predicts each objective's base rate from step 0, whatever TaskTowers is.
+    The output bias is 0 here; a training run (train.train) starts it where the
+    model's mean prediction over the first training batches equals the train split's
+    label rate (train.init_output_bias), so the model predicts each objective's base
+    rate from step 0, whatever TaskTowers is.
 
     Args:
         config: the model's ModelConfig.
@@ -225,8 +226,7 @@ class RankingModel(nn.Module):
         self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
         self.over_arch = OverArch(config, self.interaction_arch.output_dim)
         self.task_towers = TaskTowers(config, self.over_arch.output_dim)
-        rates = torch.tensor(config.label_rates, dtype=torch.float32)
-        self.output_bias = nn.Parameter(torch.log(rates / (1 - rates)))
+        self.output_bias = nn.Parameter(torch.zeros(config.num_objectives))
 
     def forward(
         self,
