@@ -78,6 +78,7 @@ class Hyperparameters(_Strict):
     over_arch_layers: list[int] | None = None
     tower_layers: list[int] | None = None
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    batch_norm: bool | None = None
     dense_optimizer: Literal["adamw", "adam"] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)

@@ -24,6 +24,7 @@ from notification_open.__main__ import default_threads, main
 from notification_open.data import generate_synthetic, table_to_batches
 from notification_open.features import EmbeddingTables
 from notification_open.metrics import predict
+from notification_open.model import MLP
 from notification_open.train import (
     MultiTaskLoss,
     RunData,
@@ -244,6 +245,28 @@ def test_every_optimizer_choice_trains(
     assert sum(result.losses[-4:]) < sum(result.losses[:4])
     assert all(math.isfinite(loss) for loss in result.losses)
     assert any(not torch.equal(b, t) for b, t in zip(before, tables))
+
+
+def test_batch_norm_adds_batchnorm_to_the_mlps_and_trains():
+    plain = build_model(SMALL)
+    model = build_model(replace(SMALL, batch_norm=True))
+
+    def count(m):
+        return sum(isinstance(module, torch.nn.BatchNorm1d) for module in m.modules())
+
+    if count(MLP(4, [8], 0.0, batch_norm=True)) == 0:
+        pytest.skip(
+            "this model's MLP is a technique's (residual_mlp), which ignores batch_norm"
+        )
+    assert count(plain) == 0 and count(model) > 0
+    loss_fn = MultiTaskLoss(SMALL)
+    optimizer = build_optimizer(model, loss_fn, SMALL)
+    table = generate_synthetic(SMALL, SMALL.train_examples, seed=0)
+    result = fit(
+        model, loss_fn, optimizer, table, replace(SMALL, batch_norm=True), steps=16
+    )
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert sum(result.losses[-4:]) < sum(result.losses[:4])
 
 
 def test_a_closed_stdout_ends_the_run_quietly(tmp_path):

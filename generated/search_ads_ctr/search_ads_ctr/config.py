@@ -121,6 +121,8 @@ class ModelConfig:
     over_arch_layers: tuple[int, ...] = (64, 32)
     tower_layers: tuple[int, ...] = (32,)
     dropout: float = 0.0
+    # BatchNorm1d after every Linear of the template's MLPs (dense arch, over arch, towers).
+    batch_norm: bool = False
     # Dense optimizer ("adamw" or "adam") at learning_rate; embedding optimizer
     # ("adagrad", "adam" = SparseAdam, or "rowwise_adagrad") at embedding_learning_rate
     # (None: the optimizer's default, train.EMBEDDING_LEARNING_RATES); see train.build_optimizer.
@@ -212,6 +214,7 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "over_arch_layers": (lambda v: _is_widths(v), "a list of positive integers"),
     "tower_layers": (lambda v: _is_widths(v), "a list of positive integers"),
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
     "dense_optimizer": (lambda v: v in ("adamw", "adam"), "adamw or adam"),
     "learning_rate": (lambda v: _is_number(v) and v > 0, "a number above 0"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),

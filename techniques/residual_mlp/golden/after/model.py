@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .features import DensePreprocessor, EmbeddingTables
 
 
-# SMT technique residual_mlp 1.0.0: adds ResidualBlock.
+# SMT technique residual_mlp 1.1.0: adds ResidualBlock.
 class ResidualBlock(nn.Module):
     """One pre-norm residual layer: Dropout(ReLU(Linear(LayerNorm(x)))) + skip(x).
 
@@ -56,7 +56,7 @@ class ResidualBlock(nn.Module):
         return self.dropout(torch.relu(self.linear(self.norm(x)))) + self.skip(x)
 
 
-# SMT technique residual_mlp 1.0.0: replaces extension point MLP.
+# SMT technique residual_mlp 1.1.0: replaces extension point MLP.
 class MLP(nn.Module):
     """Stack of ResidualBlocks, one per entry of layer_sizes.
 
@@ -64,6 +64,8 @@ class MLP(nn.Module):
         in_dim: width of the input.
         layer_sizes: output width of each block; empty makes the MLP the identity.
         dropout: dropout probability inside every block.
+        batch_norm: accepted for the template's MLP contract and ignored: every
+            block already normalizes its input with LayerNorm.
 
     Call Args:
         x: tensor of shape B X in_dim.
@@ -73,7 +75,13 @@ class MLP(nn.Module):
         (in_dim when layer_sizes is empty).
     """
 
-    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        layer_sizes: Sequence[int],
+        dropout: float,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         widths = (in_dim, *layer_sizes)
         self.blocks = nn.Sequential(
@@ -148,7 +156,9 @@ class DenseArch(nn.Module):
         layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
         if config.num_dense_features == 0:
             layer_sizes = ()
-        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.mlp = MLP(
+            config.num_dense_features, layer_sizes, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
@@ -197,7 +207,9 @@ class OverArch(nn.Module):
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:
         super().__init__()
-        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.mlp = MLP(
+            in_dim, config.over_arch_layers, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +235,7 @@ class TaskTowers(nn.Module):
         super().__init__()
         self.towers = nn.ModuleDict()
         for objective in config.objectives:
-            mlp = MLP(in_dim, config.tower_layers, config.dropout)
+            mlp = MLP(in_dim, config.tower_layers, config.dropout, config.batch_norm)
             self.towers[objective.name] = nn.Sequential(
                 mlp, nn.Linear(mlp.output_dim, 1)
             )
