@@ -448,15 +448,19 @@ def train(
     PARQUET`, `--epochs N`, `--set KEY=VALUE`, `--threads N`, `--run-dir DIR`, `--resume`,
     `--device`, `--export PATH` (see `python -m MODEL train --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
     """
+    raise typer.Exit(_train_model(model, steps, seed, ctx.args if ctx is not None else []))
+
+
+def _train_model(model: str, steps: int | None, seed: int | None, args: list[str]) -> int:
+    """Run `python -m MODEL train` with these options; its exit code."""
     try:
         entry = Fleet(find_root()).model(model)
         extra = ["--seed", str(seed)] if seed is not None else []
         if steps is not None:
             extra += ["--steps", str(steps)]
-        code = _run_model(entry, "train", *extra, *(ctx.args if ctx is not None else []))
+        return _run_model(entry, "train", *extra, *args)
     except SmtError as error:
         raise _fail(error)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -468,8 +472,10 @@ def demo(
     stopping (at most its epochs) and report."""
     typer.echo("== smt generate: regenerating the example fleet ==")
     generate(None)
-    typer.echo(f"\n== smt train {model}{f' --steps {steps}' if steps else ''} ==")
-    train(None, model, steps, None)
+    # One thread: the demo must stay quick on a small shared machine, where torch's threads
+    # per core (the training default there) run many times slower (see README, Training).
+    typer.echo(f"\n== smt train {model}{f' --steps {steps}' if steps else ''} --threads 1 ==")
+    raise typer.Exit(_train_model(model, steps, None, ["--threads", "1"]))
 
 
 @app.command()

@@ -204,7 +204,7 @@ def test_embedding_regularizer_penalizes_the_rows_a_batch_looks_up():
     for feature in config.sparse_features:
         rows = tables.bags[feature.name].weight[batch.sparse_values[feature.name]]
         expected += 0.1 / (2 * 64) * float(rows.detach().pow(2).sum())
-    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty.detach()) == pytest.approx(expected, rel=1e-5)
     penalty.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(grad.is_sparse for grad in grads)  # only looked-up rows
