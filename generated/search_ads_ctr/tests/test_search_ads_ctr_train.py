@@ -81,7 +81,8 @@ def test_a_validation_without_improvement_reduces_the_learning_rates():
     history = train(config).fit.history
     for before, after in zip(history, history[1:]):
         factor = 1.0 if before["best"] else 0.5
-        assert after["lr"] == pytest.approx([rate * factor for rate in before["lr"]])
+        # The embedding optimizer's rate (last); a technique may schedule the dense one.
+        assert after["lr"][-1] == pytest.approx(before["lr"][-1] * factor)
     assert any(not entry["best"] for entry in history[:-1])  # a plateau happened
 
 
