@@ -101,8 +101,7 @@ def _fixed_objective(per_model: dict[float, list[objective.ModelScore]]):
     def run(trial):
         x = trial.suggest_categorical("learning_rate", sorted(per_model))
         scores = per_model[x]
-        trial.set_user_attr(objective.MODELS_ATTR, [s.__dict__ for s in scores])
-        trial.set_user_attr(objective.CONSTRAINTS_ATTR, objective.constraints(scores, CRITERION))
+        objective.record(trial, scores, CRITERION)
         return objective.value(scores)
 
     return run
@@ -118,6 +117,7 @@ def test_resuming_a_study_adds_trials(tmp_path):
     numbers = [t.number for t in again.get_trials()]
     assert numbers == [0, 1, 2, 3, 4]
     assert all(objective.CONSTRAINTS_ATTR in t.user_attrs for t in again.get_trials())
+    assert [t.number for t in again.get_trials() if t.params["learning_rate"] == 0.003][0] != again.best_trial.number
 
 
 @pytest.fixture
@@ -127,10 +127,11 @@ def tune_repo(repo_copy: Path) -> Path:
     return repo_copy
 
 
-def _study_in(repo: Path, name: str, per_model: dict[float, list[objective.ModelScore]], trials: int) -> None:
+def _study_in(repo: Path, name: str, per_model: dict[float, list[objective.ModelScore]], trials: int, db: str = "") -> None:
+    """A study of fixed results in the repo's default storage (.smt/studies/<db or name>.db)."""
     folder = repo / ".smt" / "studies"
     folder.mkdir(parents=True, exist_ok=True)
-    study = open_study(name, f"sqlite:///{folder / (name + '.db')}", seed=0)
+    study = open_study(name, f"sqlite:///{folder / ((db or name) + '.db')}", seed=0)
     for x in per_model:
         study.enqueue_trial({"learning_rate": x})
     study.optimize(_fixed_objective(per_model), n_trials=trials)
@@ -178,3 +179,19 @@ def test_tune_end_to_end_one_model_two_trials(tune_repo):
     again = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "1", timeout=900)
     assert again.code == 0, again.err
     assert "3 complete" in again.out
+
+
+def test_per_model_apply_writes_each_winner_into_its_own_spec(tune_repo):
+    """--per-model: each model's study (NAME.<model>) keeps its own winner, written into that
+    spec's hyperparameters; the other models and the template stay as they were."""
+    _study_in(tune_repo, "pm.feed_ctr", {0.001: [_score("feed_ctr", -0.01)], 0.003: [_score("feed_ctr", 0.0)]}, 2, db="pm")
+    _study_in(tune_repo, "pm.app_install", {0.001: [_score("app_install", 0.001)], 0.003: [_score("app_install", -0.004)]}, 2, db="pm")
+    template = (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text()
+    result = run_smt(tune_repo, "tune", "--study", "pm", "--per-model", "--on", "app_install,feed_ctr", "--trials", "0", "--apply")
+    assert result.code == 0, result.err
+    feed = yaml.safe_load((tune_repo / "generated/feed_ctr/.copier-answers.yml").read_text())
+    app = yaml.safe_load((tune_repo / "generated/app_install/.copier-answers.yml").read_text())
+    assert feed["hyperparameters"]["learning_rate"] == 0.001 and app["hyperparameters"]["learning_rate"] == 0.003
+    assert (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text() == template
+    assert run_smt(tune_repo, "check").code == 0
+

@@ -67,8 +67,25 @@ def violations(scores: list[dict[str, Any]] | list[ModelScore], criterion: Crite
     return lines
 
 
+def constraint_names(scores: list[ModelScore]) -> list[str]:
+    """Names of ``constraints(scores)`` in order: ``<model>.regression``, ``<model>.mflops``."""
+    return [f"{s.model}.{kind}" for s in scores for kind in ("regression", "mflops")]
+
+
+def record(trial: Any, scores: list[ModelScore], criterion: Criterion) -> list[float]:
+    """Store the per-model results and constraints on the trial: user_attrs (read by reports,
+    ``--apply`` and ``constraints_func``) and, on Optuna >= 5, ``Trial.set_constraint``."""
+    values = constraints(scores, criterion)
+    trial.set_user_attr(MODELS_ATTR, [s.__dict__ for s in scores])
+    trial.set_user_attr(CONSTRAINTS_ATTR, values)
+    if hasattr(trial, "set_constraint"):
+        for name, value in zip(constraint_names(scores), values):
+            trial.set_constraint(name, value)
+    return values
+
+
 def constraints_func(trial: Any) -> list[float]:
-    """The sampler's ``constraints_func``: read what the objective stored in the trial's user_attrs."""
+    """The sampler's ``constraints_func`` (Optuna < 5): read what ``record`` stored in user_attrs."""
     return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [INFEASIBLE]))
 
 

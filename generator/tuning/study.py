@@ -48,7 +48,9 @@ def open_study(name: str, url: str, seed: int | None = None) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(constraints_func=objective.constraints_func, seed=seed)
+    # Optuna >= 5 reads constraints set in the objective (Trial.set_constraint); older ones need constraints_func.
+    native = hasattr(optuna.trial.Trial, "set_constraint")
+    sampler = optuna.samplers.TPESampler(seed=seed) if native else optuna.samplers.TPESampler(constraints_func=objective.constraints_func, seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     try:
         storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180) if "://" in url else url
@@ -147,16 +149,16 @@ def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
         for step, (name, (_, tree, folder)) in enumerate(rendered.items()):
             score = evaluator.measure_model(name, tree, folder, float(capacity[str(folder)]["mflops"]))
             scores.append(score)
-            trial.set_user_attr(objective.MODELS_ATTR, [asdict(s) for s in scores])
+            trial.set_user_attr(objective.MODELS_ATTR, [asdict(s) for s in scores])  # visible to other workers while running
             running = objective.value(scores)
             if evaluator.progress:
                 print(f"trial {trial.number}: {name} {score.change:+.3%} (running mean {running:+.3%}, {time.perf_counter() - started:.0f}s)", file=sys.stderr)
             if math.isfinite(running) and step < len(rendered) - 1:
                 trial.report(running, step)
                 if trial.should_prune():
-                    trial.set_user_attr(objective.CONSTRAINTS_ATTR, objective.constraints(scores, evaluator.criterion))
+                    objective.record(trial, scores, evaluator.criterion)
                     raise optuna.TrialPruned()
-        trial.set_user_attr(objective.CONSTRAINTS_ATTR, objective.constraints(scores, evaluator.criterion))
+        objective.record(trial, scores, evaluator.criterion)
         failed = [s for s in scores if s.error]
         if failed:
             raise SmtError(f"trial {trial.number}: {failed[0].model}: {failed[0].error}")
