@@ -31,7 +31,7 @@ def tune(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps per run (default: tune.yml budget.steps).")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Paired seeds per model (default: tune.yml budget.seeds).")] = None,
     per_model: Annotated[bool, typer.Option("--per-model", help="Tune each model on its own (the baseline): the --trials budget is split across models.")] = False,
-    apply: Annotated[bool, typer.Option("--apply", help="Write the winner: template defaults (new VERSION, CHANGELOG) or, with --per-model, each spec's hyperparameters.")] = False,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the winner: template defaults (new VERSION, CHANGELOG) or, with --per-model, each spec's hyperparameters (a model without a feasible improving trial keeps its spec).")] = False,
     trial_number: Annotated[Optional[int], typer.Option("--trial", help="With --apply: apply this trial instead of the best one.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default tuning/reports/STUDY).")] = None,
     seed: Annotated[Optional[int], typer.Option("--sampler-seed", help="Seed of the TPE sampler (reproducible suggestions).")] = None,
@@ -90,10 +90,13 @@ def tune(
             chosen[name] = study
         typer.echo(f"report: {report_root}/<model>/report.md")
         if apply:
-            trials = {name: tapply.chosen_trial(study, None, criterion) for name, study in chosen.items()}  # refuse before writing
-            for name, trial in trials.items():
+            for name, study in chosen.items():
+                trial = tapply.per_model_winner(study)
+                if trial is None:
+                    typer.echo(f"apply: {name}: no feasible trial beats its current config; spec kept")
+                    continue
                 hyper = tapply.apply_per_model(fleet, space, name, trial)
-                typer.echo(f"apply: {name}: trial #{trial.number} written to its spec: hyperparameters {hyper}")
+                typer.echo(f"apply: {name}: trial #{trial.number} ({trial.value:+.3%}) written to its spec: hyperparameters {hyper}")
     except SmtError as error:
         raise _fail(error)
 

@@ -183,15 +183,19 @@ def test_tune_end_to_end_one_model_two_trials(tune_repo):
 
 def test_per_model_apply_writes_each_winner_into_its_own_spec(tune_repo):
     """--per-model: each model's study (NAME.<model>) keeps its own winner, written into that
-    spec's hyperparameters; the other models and the template stay as they were."""
+    spec's hyperparameters; a model with no feasible improving trial, and the template, stay as they were."""
     _study_in(tune_repo, "pm.feed_ctr", {0.001: [_score("feed_ctr", -0.01)], 0.003: [_score("feed_ctr", 0.0)]}, 2, db="pm")
     _study_in(tune_repo, "pm.app_install", {0.001: [_score("app_install", 0.001)], 0.003: [_score("app_install", -0.004)]}, 2, db="pm")
+    _study_in(tune_repo, "pm.marketplace", {0.001: [_score("marketplace", 0.02)], 0.003: [_score("marketplace", 0.001)]}, 2, db="pm")
+    market = (tune_repo / "generated/marketplace/.copier-answers.yml").read_text()
     template = (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text()
-    result = run_smt(tune_repo, "tune", "--study", "pm", "--per-model", "--on", "app_install,feed_ctr", "--trials", "0", "--apply")
+    result = run_smt(tune_repo, "tune", "--study", "pm", "--per-model", "--on", "app_install,feed_ctr,marketplace", "--trials", "0", "--apply")
     assert result.code == 0, result.err
     feed = yaml.safe_load((tune_repo / "generated/feed_ctr/.copier-answers.yml").read_text())
     app = yaml.safe_load((tune_repo / "generated/app_install/.copier-answers.yml").read_text())
     assert feed["hyperparameters"]["learning_rate"] == 0.001 and app["hyperparameters"]["learning_rate"] == 0.003
+    assert "apply: marketplace: no feasible trial beats its current config; spec kept" in result.out
+    assert (tune_repo / "generated/marketplace/.copier-answers.yml").read_text() == market  # one infeasible, one worse
     assert (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text() == template
     assert run_smt(tune_repo, "check").code == 0
 

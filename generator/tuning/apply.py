@@ -78,7 +78,18 @@ def chosen_trial(study: Any, number: int | None, criterion: Any) -> Any:
     if not feasible(trial):
         problems = objective.violations(trial.user_attrs.get(objective.MODELS_ATTR, []), criterion) or ["a model's trials failed"]
         raise SmtError(f"study {study.study_name}: trial #{trial.number} violates a constraint ({problems[0]}); not applied (choose a feasible one with --trial N)")
+    if not trial.value < 0:
+        raise SmtError(f"study {study.study_name}: trial #{trial.number} does not beat the current defaults (mean change {trial.value:+.3%}); not applied")
     return trial
+
+
+def per_model_winner(study: Any) -> Any | None:
+    """``--per-model --apply``: the best feasible completed trial that beats the model's current
+    config (value < 0), or None (the model keeps its spec: tuning found nothing better)."""
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.value is not None and t.value < 0 and feasible(t)]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
 
 
 @dataclass

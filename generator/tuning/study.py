@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,21 @@ def open_study(name: str, url: str, seed: int | None = None) -> Any:
     native = hasattr(optuna.trial.Trial, "set_constraint")
     sampler = optuna.samplers.TPESampler(seed=seed) if native else optuna.samplers.TPESampler(constraints_func=objective.constraints_func, seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180) if "://" in url else url
-        return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True)
-    except Exception as error:  # a bad URL, a missing driver, a database that refuses us
-        raise SmtError(f"--storage {url}: cannot open study {name!r}: {type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+    last: Exception | None = None
+    # Workers started together on a fresh database race to create Optuna's tables (PostgreSQL:
+    # a duplicate key in pg_type): the loser retries once the winner's schema is there.
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180) if "://" in url else url
+            return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True)
+        except Exception as error:  # a bad URL, a missing driver, a database that refuses us, a race
+            last = error
+            if type(error).__name__ not in ("IntegrityError", "OperationalError", "DuplicatedStudyError") or attempt == 4:
+                break
+            time.sleep(0.5 + attempt)
+    raise SmtError(f"--storage {url}: cannot open study {name!r}: {type(last).__name__}: {str(last).splitlines()[0][:200]}") from None
 
 
 @dataclass
