@@ -76,7 +76,8 @@ def plot_history(study: Any, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ok = [t for t in done if feasible(t)]
     bad = [t for t in done if not feasible(t)]
-    ax.scatter([t.number for t in ok], [100 * t.value for t in ok], s=14, label="feasible trial")
+    if ok:
+        ax.scatter([t.number for t in ok], [100 * t.value for t in ok], s=14, label="feasible trial")
     if bad:
         ax.scatter([t.number for t in bad], [100 * t.value for t in bad], s=14, marker="x", color="grey", label="violates a constraint")
     best, xs, ys = math.inf, [], []
@@ -88,6 +89,7 @@ def plot_history(study: Any, path: Path) -> bool:
         ax.step(xs, ys, where="post", color="C1", label="best feasible so far")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_xlabel("trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("mean relative logloss change (%)")
     ax.set_title(f"study {study.study_name}")
     ax.legend(fontsize=7)
