@@ -616,3 +616,4 @@ def main() -> None:
 
 from . import cli_repo  # noqa: E402,F401  (registers model-repo commands)
 from . import cli_qualify  # noqa: E402,F401  (registers representatives, qualify, promote)
+from . import cli_tune  # noqa: E402,F401  (registers tune)

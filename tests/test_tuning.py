@@ -1,0 +1,201 @@
+"""smt tune: the objective and constraints on fixed per-model numbers, the per-model budget split,
+resuming a study, --apply refusing an infeasible winner and writing a feasible one, and a tiny
+end-to-end run. Real Optuna storages (SQLite files), no mocks; trainings only where named."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from generator.engine import SmtError
+from generator.qualification import Criterion
+from generator.tuning import objective
+from generator.tuning.apply import template_defaults, with_template_defaults
+from generator.tuning.space import Setting, parse_space, with_defaults
+from generator.tuning.study import open_study
+from support import REPO, run_smt
+
+CRITERION = Criterion(max_regression=0.005, noise_sigmas=2.0)
+
+
+def _score(model: str, change: float, mflops: float = 0.5, budget: float = 1.0, se: float = 0.0) -> objective.ModelScore:
+    return objective.ModelScore(model, change, se, 0.4, mflops, budget)
+
+
+def test_value_is_the_mean_relative_change_and_feasible_within_bounds():
+    """Two models at -1 % and -0.2 %, within budget: value -0.6 %, every constraint <= 0."""
+    scores = [_score("a", -0.01), _score("b", -0.002)]
+    assert objective.value(scores) == pytest.approx(-0.006)
+    assert all(c <= 0 for c in objective.constraints(scores, CRITERION))
+    assert objective.violations(scores, CRITERION) == []
+
+
+def test_one_model_beyond_the_regression_bound_is_infeasible_whatever_the_mean():
+    """-3 % and +1 %: a fine mean, but b is 1 % worse than its baseline (bound 0.5 %)."""
+    scores = [_score("a", -0.03), _score("b", 0.01)]
+    assert objective.value(scores) < 0
+    cons = objective.constraints(scores, CRITERION)
+    assert cons[2] == pytest.approx(0.005) and cons[0] < 0
+    assert objective.violations(scores, CRITERION) == ["b: logloss worse by +1.00%, beyond the 0.50% bound"]
+
+
+def test_noise_allowance_follows_the_criterion():
+    """+0.8 % with a 0.2 % se: 0.8 - 2 x 0.2 = 0.4 % <= 0.5 %: feasible."""
+    assert objective.constraints([_score("a", 0.008, se=0.002)], CRITERION)[0] <= 0
+
+
+def test_a_model_over_its_mflops_budget_is_infeasible():
+    scores = [_score("a", -0.02, mflops=1.2, budget=1.0)]
+    assert objective.constraints(scores, CRITERION)[1] == pytest.approx(0.2)
+    assert objective.violations(scores, CRITERION) == ["a: 1.2000 MFLOPs per example over the serving budget 1"]
+
+
+def test_a_failed_model_never_wins():
+    scores = [_score("a", -0.05), objective.ModelScore("b", math.nan, error="training failed: nan loss")]
+    assert objective.value(scores) == math.inf
+    assert max(objective.constraints(scores, CRITERION)) == objective.INFEASIBLE
+
+
+def test_per_model_budget_split():
+    """10 trials over 3 models: 4, 3, 3 in name order; the total is kept; each model gets one at least."""
+    assert objective.split_budget(10, ["c", "a", "b"]) == {"a": 4, "b": 3, "c": 3}
+    assert sum(objective.split_budget(17, list("abcde")).values()) == 17
+    assert objective.split_budget(2, ["a", "b", "c"]) == {"a": 1, "b": 1, "c": 1}
+
+
+def test_defaults_never_override_a_spec_and_scale_the_template_widths():
+    """A tuned default applies unless the spec sets the hyperparameter; width_scale scales the
+    template's widths as read from config.py.jinja."""
+    template = template_defaults(REPO)
+    assert template["learning_rate"] == 0.003 and template["over_arch_layers"] == [128, 64]
+    spec = {"sparse_features": [{"embedding_dim": 8}, {"embedding_dim": 16}], "hyperparameters": {"learning_rate": 0.01}}
+    setting = Setting({"learning_rate": 0.002, "dropout": 0.1, "width_scale": 0.5, "embedding_dim_policy": "min"})
+    hyper = with_defaults(spec, setting, template)["hyperparameters"]
+    assert hyper == {"dropout": 0.1, "dense_arch_layers": [32], "over_arch_layers": [64, 32], "tower_layers": [16], "embedding_dim": 8, "learning_rate": 0.01}
+
+
+def test_template_defaults_are_rewritten_in_their_one_place():
+    text = (REPO / "template_repo/template/{{ model_name }}/config.py.jinja").read_text()
+    new = with_template_defaults(text, {"learning_rate": 0.005, "over_arch_layers": [96, 48], "embedding_dim_policy": "min"})
+    assert 'hp.get("learning_rate", 0.005)' in new and 'hp.get("over_arch_layers", [96, 48])' in new
+    assert 'map(attribute="embedding_dim") | min)' in new
+    assert len(new.splitlines()) == len(text.splitlines())
+
+
+def test_a_bad_space_names_the_field():
+    with pytest.raises(SmtError, match=r"tune.yml: hyperparameters.momentum: not a tunable template default"):
+        parse_space({"hyperparameters": {"momentum": {"low": 0, "high": 1}}})
+    with pytest.raises(SmtError, match=r"learning_rate: need low <= high"):
+        parse_space({"hyperparameters": {"learning_rate": {"low": 0.1, "high": 0.01}}})
+
+
+def _fixed_objective(per_model: dict[float, list[objective.ModelScore]]):
+    """An objective that records fixed per-model results (by the suggested x) as smt tune does."""
+
+    def run(trial):
+        x = trial.suggest_categorical("learning_rate", sorted(per_model))
+        scores = per_model[x]
+        objective.record(trial, scores, CRITERION)
+        return objective.value(scores)
+
+    return run
+
+
+def test_resuming_a_study_adds_trials(tmp_path):
+    """The same name and storage continue the study: 3 + 2 trials, numbered 0..4, constraints kept."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fixed = _fixed_objective({0.001: [_score("a", -0.01)], 0.003: [_score("a", 0.02)]})
+    open_study("resume", url, seed=0).optimize(fixed, n_trials=3)
+    again = open_study("resume", url, seed=1)
+    again.optimize(fixed, n_trials=2)
+    numbers = [t.number for t in again.get_trials()]
+    assert numbers == [0, 1, 2, 3, 4]
+    assert all(objective.CONSTRAINTS_ATTR in t.user_attrs for t in again.get_trials())
+    assert [t.number for t in again.get_trials() if t.params["learning_rate"] == 0.003][0] != again.best_trial.number
+
+
+@pytest.fixture
+def tune_repo(repo_copy: Path) -> Path:
+    shutil.copy(REPO / "qualification.yml", repo_copy / "qualification.yml")
+    (repo_copy / "tune.yml").write_text(yaml.safe_dump({"hyperparameters": {"learning_rate": {"type": "categorical", "choices": [0.001, 0.003]}}, "budget": {"steps": 5, "models": "feed_ctr"}}))
+    return repo_copy
+
+
+def _study_in(repo: Path, name: str, per_model: dict[float, list[objective.ModelScore]], trials: int, db: str = "") -> None:
+    """A study of fixed results in the repo's default storage (.smt/studies/<db or name>.db)."""
+    folder = repo / ".smt" / "studies"
+    folder.mkdir(parents=True, exist_ok=True)
+    study = open_study(name, f"sqlite:///{folder / ((db or name) + '.db')}", seed=0)
+    for x in per_model:
+        study.enqueue_trial({"learning_rate": x})
+    study.optimize(_fixed_objective(per_model), n_trials=trials)
+
+
+def test_apply_refuses_a_study_whose_best_trial_violates_a_constraint(tune_repo):
+    """The lowest value comes from a trial where one model regresses 2 %: exit 2, one line, nothing written."""
+    _study_in(tune_repo, "bad", {0.001: [_score("feed_ctr", -0.03), _score("x", 0.02)], 0.003: [_score("feed_ctr", -0.001), _score("x", -0.001)]}, 2)
+    before = (tune_repo / "template_repo/VERSION").read_text()
+    result = run_smt(tune_repo, "tune", "--study", "bad", "--trials", "0", "--apply")
+    assert result.code == 2, result.err
+    assert result.err.strip().splitlines()[-1] == (
+        "error: study bad: trial #0 violates a constraint (x: logloss worse by +2.00%, beyond the 0.50% bound);"
+        " not applied (choose a feasible one with --trial N)"
+    )
+    assert (tune_repo / "template_repo/VERSION").read_text() == before
+    assert not (tune_repo / "CHANGELOG.md").exists()
+
+
+def test_apply_writes_the_winning_default_as_a_new_template_version(tune_repo):
+    """A feasible winner: the template's default learning rate changes in config.py.jinja, VERSION
+    bumps, generated models follow, and CHANGELOG.md cites the study; smt check stays clean."""
+    _study_in(tune_repo, "good", {0.001: [_score("feed_ctr", -0.01)], 0.003: [_score("feed_ctr", 0.0)]}, 2)
+    before = (tune_repo / "template_repo/VERSION").read_text().strip()
+    result = run_smt(tune_repo, "tune", "--study", "good", "--trials", "0", "--apply")
+    assert result.code == 0, result.err
+    config = (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text()
+    assert 'hp.get("learning_rate", 0.001)' in config
+    assert (tune_repo / "template_repo/VERSION").read_text().strip() != before
+    assert "learning_rate: float = 0.001" in (tune_repo / "generated/feed_ctr/feed_ctr/config.py").read_text()
+    assert "Study `good` trial #0" in (tune_repo / "CHANGELOG.md").read_text()
+    assert run_smt(tune_repo, "check").code == 0
+
+
+def test_tune_end_to_end_one_model_two_trials(tune_repo):
+    """Real rendering and training (feed_ctr, 5 steps, 1 seed), two trials, then a resume adding one."""
+    result = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "2", "--sampler-seed", "0", timeout=900)
+    assert result.code == 0, result.err
+    assert "study e2e: 2 complete" in result.out
+    report = json.loads((tune_repo / "tuning/reports/e2e/report.json").read_text())
+    assert report["best"]["models"][0]["model"] == "feed_ctr"
+    assert math.isfinite(report["best"]["value"])
+    assert (tune_repo / "tuning/reports/e2e/history.png").stat().st_size > 0
+    assert (tune_repo / ".smt/studies/e2e.db").is_file()
+    again = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "1", timeout=900)
+    assert again.code == 0, again.err
+    assert "3 complete" in again.out
+
+
+def test_per_model_apply_writes_each_winner_into_its_own_spec(tune_repo):
+    """--per-model: each model's study (NAME.<model>) keeps its own winner, written into that
+    spec's hyperparameters; a model with no feasible improving trial, and the template, stay as they were."""
+    _study_in(tune_repo, "pm.feed_ctr", {0.001: [_score("feed_ctr", -0.01)], 0.003: [_score("feed_ctr", 0.0)]}, 2, db="pm")
+    _study_in(tune_repo, "pm.app_install", {0.001: [_score("app_install", 0.001)], 0.003: [_score("app_install", -0.004)]}, 2, db="pm")
+    _study_in(tune_repo, "pm.marketplace", {0.001: [_score("marketplace", 0.02)], 0.003: [_score("marketplace", 0.001)]}, 2, db="pm")
+    market = (tune_repo / "generated/marketplace/.copier-answers.yml").read_text()
+    template = (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text()
+    result = run_smt(tune_repo, "tune", "--study", "pm", "--per-model", "--on", "app_install,feed_ctr,marketplace", "--trials", "0", "--apply")
+    assert result.code == 0, result.err
+    feed = yaml.safe_load((tune_repo / "generated/feed_ctr/.copier-answers.yml").read_text())
+    app = yaml.safe_load((tune_repo / "generated/app_install/.copier-answers.yml").read_text())
+    assert feed["hyperparameters"]["learning_rate"] == 0.001 and app["hyperparameters"]["learning_rate"] == 0.003
+    assert "apply: marketplace: no feasible trial beats its current config; spec kept" in result.out
+    assert (tune_repo / "generated/marketplace/.copier-answers.yml").read_text() == market  # one infeasible, one worse
+    assert (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text() == template
+    assert run_smt(tune_repo, "check").code == 0
+
