@@ -43,6 +43,7 @@ from app_install.train import (
 
 # Small data and batches keep the whole file fast on a laptop CPU.
 CONFIG = replace(ModelConfig(), train_examples=2048, eval_examples=1024, batch_size=128)
+TABLE_TYPES = (torch.nn.Embedding, torch.nn.EmbeddingBag)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,19 @@ def test_backward_reaches_every_parameter(batch):
     grads = [p.grad.to_dense() for p in model.parameters()]
     assert all(torch.isfinite(grad).all() for grad in grads)
     assert sum(grad.abs().sum() for grad in grads) > 0
-    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.EmbeddingBag)]
+    tables = [m.weight for m in model.modules() if isinstance(m, TABLE_TYPES)]
     assert tables and all(table.grad.is_sparse for table in tables)
+
+
+def test_single_valued_features_are_plain_lookups(batch):
+    tables = build_model(CONFIG).sparse_arch.embedding_tables.tables
+    for feature in CONFIG.sparse_features:
+        table = tables[feature.name]
+        kind = torch.nn.EmbeddingBag if feature.multi_valued else torch.nn.Embedding
+        assert type(table) is kind and table.sparse, feature
+        assert table.weight.shape == (feature.cardinality, feature.embedding_dim)
+        if not feature.multi_valued:  # one id per example, in example order
+            assert batch.sparse_values[feature.name].shape == (batch.batch_size,)
 
 
 def test_synthetic_data_is_deterministic_and_laid_out_by_config():
@@ -130,9 +142,7 @@ def test_training_reduces_the_loss():
 def test_optimizers_split_dense_parameters_from_embedding_tables():
     model, loss_fn = build_model(CONFIG), MultiTaskLoss(CONFIG)
     optimizer = build_optimizer(model, loss_fn, CONFIG)
-    tables = {
-        id(m.weight) for m in model.modules() if isinstance(m, torch.nn.EmbeddingBag)
-    }
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, TABLE_TYPES)}
     dense = {id(p) for g in optimizer.dense.param_groups for p in g["params"]}
     sparse = {id(p) for g in optimizer.sparse.param_groups for p in g["params"]}
     assert sparse == tables and not dense & tables
