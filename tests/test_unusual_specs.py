@@ -57,7 +57,7 @@ SPECS: dict[str, dict[str, Any]] = {
     },
     "huge_cardinalities": {
         "objectives": objectives(("click", 1.0), ("convert", 2.0)),
-        "sparse_features": [sparse("user_id", 1_000_000, 8), sparse("query_hash", 500_000, 8), sparse("ad_id", 250_000, 8)],
+        "sparse_features": [sparse("user_id", 400_000, 8), sparse("query_hash", 250_000, 8), sparse("ad_id", 200_000, 8)],
         "dense_features": [{"name": "price"}],
     },
     "only_multi_valued": {
