@@ -32,7 +32,8 @@ dict of F + 1 existing tensors, no copy. So both see the same examples in the sa
 Training examples/s = steps * batch size / seconds. Inference: eval mode, torch.no_grad,
 one forward over every test batch, pre-built for both sides before the clock starts (our
 Batch objects; the same tensors re-keyed for the peer); after both sides of a round are
-trained, they take turns for --inference-passes passes and each keeps its fastest pass. A warm-up of 20 steps per side runs
+trained, each test batch is timed --inference-passes times per side, the sides taking turns
+batch by batch, and each side's time is the sum of its fastest time per batch. A warm-up of 20 steps per side runs
 first; then each of --repeats rounds trains a fresh model of each side (alternating which
 goes first). Examples/s are medians over rounds; the ratios ours/peer are medians of the
 rounds' own ratios (paired, so that load from other processes, drifting between rounds,
@@ -243,19 +244,21 @@ def peer_logits(model: Any, batches: list[dict[str, torch.Tensor]]) -> np.ndarra
 def inference_rates(forwards: dict[str, Any], batches: dict[str, list[Any]], rows: int, passes: int) -> dict[str, float]:
     """Examples per second of each side's forward over every test batch (models in eval mode).
 
-    The sides take turns, one pass over the test split each, `passes` times; each side's
-    rate is its fastest pass. A pass is short (well under a second), so on a shared machine
-    a single pass mostly measures what else ran meanwhile; alternating and keeping the
-    fastest (as timeit does) measures the model, and both sides get the same chances.
+    Each test batch is timed `passes` times per side, the sides taking turns batch by batch;
+    a side's time is the sum over batches of its fastest time for each. One forward lasts
+    about a millisecond, so on a shared machine a single timing mostly measures what else
+    ran meanwhile; the fastest of several (as timeit does), taken in turns so that both
+    sides get the same chances, measures the model.
     """
-    best = {side: math.inf for side in forwards}
+    sides = list(forwards)
+    best = {side: [math.inf] * len(batches[side]) for side in sides}
     for _ in range(passes):
-        for side, forward in forwards.items():
-            start = time.perf_counter()
-            for batch in batches[side]:
-                forward(batch)
-            best[side] = min(best[side], time.perf_counter() - start)
-    return {side: rows / seconds for side, seconds in best.items()}
+        for index in range(len(batches[sides[0]])):
+            for side in sides:
+                start = time.perf_counter()
+                forwards[side](batches[side][index])
+                best[side][index] = min(best[side][index], time.perf_counter() - start)
+    return {side: rows / sum(times) for side, times in best.items()}
 
 
 def profile_training(train_once: Any) -> str:
@@ -484,7 +487,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--inference-passes",
         type=int,
         default=5,
-        help="alternating passes over the test split per side and round; the fastest counts (5)",
+        help="timings of each test batch per side and round, in turns; the fastest counts (5)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument(

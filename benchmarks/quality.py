@@ -507,7 +507,7 @@ def format_report(report: dict[str, Any]) -> str:
                 share = 100 * gap / (optimum[o]["constant_logloss"] - optimum[o]["bayes_logloss"])
                 cells += f"{row['test'][o]:>17.5f}{gap:>9.5f}{share:>6.1f}%"
             steps = row.get("steps", "epochs " + "/".join(str(p["epochs"]) for p in row.get("peer", {}).values()))
-            lines.append(f"  {label:<24}{cells}{steps:>7}")
+            lines.append(f"  {label:<24}{cells} {steps:>6}")
         models = world["models"]
         if "FuxiCTR DNN" in models and "test" in models.get("plain template", {}):
             for o in objectives:
