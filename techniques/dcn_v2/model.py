@@ -64,13 +64,16 @@ class InteractionArch(nn.Module):
 
     def __init__(self, config: ModelConfig, dense_dim: int) -> None:
         super().__init__()
+        self.dense_dim = dense_dim
         self.output_dim = dense_dim + config.num_sparse_features * config.embedding_dim
         self.cross_layers = nn.ModuleList(
             CrossLayer(self.output_dim, config.dcn_v2.low_rank) for _ in range(config.dcn_v2.num_cross_layers)
         )
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        x0 = torch.cat([dense, sparse.flatten(1)], dim=1)
+        x0 = sparse.flatten(1)
+        if self.dense_dim:  # without dense features the concatenation would only copy x0
+            x0 = torch.cat([dense, x0], dim=1)
         x = x0
         for cross_layer in self.cross_layers:
             x = cross_layer(x0, x)

@@ -85,5 +85,10 @@ class SparseArch(nn.Module):
         sparse_offsets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         pooled = self.embedding_tables(sparse_values, sparse_offsets)
-        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        # An Identity is skipped rather than called: at serving batch sizes a module
+        # call costs about as much as a small op.
+        projected = [
+            x if isinstance(project, nn.Identity) else project(x)
+            for project, x in zip(self.projections, pooled)
+        ]
         return self.field_dropout(torch.stack(projected, dim=1))

@@ -122,7 +122,7 @@ def test_dropped_fields_pass_no_gradient_to_their_embeddings(tmp_path: Path) -> 
         out.sum().backward()
         for field, feature in enumerate(config.sparse_features):
             was_dropped = bool((out[0, field] == 0).all())
-            grad = arch.embedding_tables.bags[feature.name].weight.grad
+            grad = arch.embedding_tables.tables[feature.name].weight.grad
             assert bool(grad.abs().sum() == 0) == was_dropped
             seen.add(was_dropped)
     assert seen == {True, False}

@@ -97,7 +97,12 @@ class SparseArch(nn.Module):
         sparse_offsets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         pooled = self.embedding_tables(sparse_values, sparse_offsets)
-        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        # An Identity is skipped rather than called: at serving batch sizes a module
+        # call costs about as much as a small op.
+        projected = [
+            x if isinstance(project, nn.Identity) else project(x)
+            for project, x in zip(self.projections, pooled)
+        ]
         return torch.stack(projected, dim=1)
 
 
@@ -130,10 +135,12 @@ class DenseArch(nn.Module):
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        if self.output_dim == 0:  # no dense features: nothing to compute
+            return dense
         return self.mlp(self.preprocessor(dense))
 
 
-# SMT technique dcn_v2 1.0.0: adds CrossLayer.
+# SMT technique dcn_v2 1.0.1: adds CrossLayer.
 class CrossLayer(nn.Module):
     """One DCNv2 cross layer: x_{l+1} = x0 * (W x_l + b) + x_l.
 
@@ -165,7 +172,7 @@ class CrossLayer(nn.Module):
         return x0 * self.projection(x) + x
 
 
-# SMT technique dcn_v2 1.0.0: replaces extension point InteractionArch.
+# SMT technique dcn_v2 1.0.1: replaces extension point InteractionArch.
 class InteractionArch(nn.Module):
     """DCNv2 cross network over the concatenated dense and sparse features.
 
@@ -187,6 +194,7 @@ class InteractionArch(nn.Module):
 
     def __init__(self, config: ModelConfig, dense_dim: int) -> None:
         super().__init__()
+        self.dense_dim = dense_dim
         self.output_dim = dense_dim + config.num_sparse_features * config.embedding_dim
         self.cross_layers = nn.ModuleList(
             CrossLayer(self.output_dim, config.dcn_v2.low_rank)
@@ -194,7 +202,11 @@ class InteractionArch(nn.Module):
         )
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        x0 = torch.cat([dense, sparse.flatten(1)], dim=1)
+        x0 = sparse.flatten(1)
+        if (
+            self.dense_dim
+        ):  # without dense features the concatenation would only copy x0
+            x0 = torch.cat([dense, x0], dim=1)
         x = x0
         for cross_layer in self.cross_layers:
             x = cross_layer(x0, x)

@@ -13,18 +13,21 @@ from .config import ModelConfig
 
 
 class EmbeddingTables(nn.Module):
-    """One nn.EmbeddingBag per sparse feature, in config order.
+    """One embedding table per sparse feature, in config order.
 
-    Single-valued features use sum pooling (a bag of one id is that id's row),
-    multi-valued features mean pooling. Rows start uniform in
-    [-1/sqrt(cardinality), 1/sqrt(cardinality)], like TorchRec's default. Gradients
-    are sparse: a training step touches only the rows its batch used.
+    A single-valued feature (exactly one id per example) is an nn.Embedding: its
+    lookup is a plain row gather, the cheapest op for the common case, and its
+    sparse_offsets entry (0, 1, ..., B - 1) is not read. A multi-valued feature is
+    an nn.EmbeddingBag that mean-pools its bag of ids. Rows start uniform in
+    [-1/sqrt(cardinality), 1/sqrt(cardinality)], like TorchRec's default. Both kinds
+    have sparse gradients: a training step touches only the rows its batch used.
 
     Args:
         config: the model's ModelConfig; reads config.sparse_features.
 
     Call Args:
-        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
+        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch
+            (B ids for a single-valued feature).
         sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
 
     Returns:
@@ -33,27 +36,36 @@ class EmbeddingTables(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.bags = nn.ModuleDict()
+        self.tables = nn.ModuleDict()
         for feature in config.sparse_features:
-            bag = nn.EmbeddingBag(
-                feature.cardinality,
-                feature.embedding_dim,
-                mode="mean" if feature.multi_valued else "sum",
-                sparse=True,
-            )
+            table: nn.Embedding | nn.EmbeddingBag
+            if feature.multi_valued:
+                table = nn.EmbeddingBag(
+                    feature.cardinality,
+                    feature.embedding_dim,
+                    mode="mean",
+                    sparse=True,
+                )
+            else:
+                table = nn.Embedding(
+                    feature.cardinality, feature.embedding_dim, sparse=True
+                )
             bound = 1.0 / math.sqrt(feature.cardinality)
-            nn.init.uniform_(bag.weight, -bound, bound)
-            self.bags[feature.name] = bag
+            nn.init.uniform_(table.weight, -bound, bound)
+            self.tables[feature.name] = table
 
     def forward(
         self,
         sparse_values: dict[str, torch.Tensor],
         sparse_offsets: dict[str, torch.Tensor],
     ) -> list[torch.Tensor]:
-        return [
-            bag(sparse_values[name], sparse_offsets[name])
-            for name, bag in self.bags.items()
-        ]
+        pooled = []
+        for name, table in self.tables.items():
+            if isinstance(table, nn.EmbeddingBag):
+                pooled.append(table(sparse_values[name], sparse_offsets[name]))
+            else:
+                pooled.append(table(sparse_values[name]))
+        return pooled
 
 
 # SMT technique dense_log_norm 1.0.0: replaces extension point DensePreprocessor.

@@ -97,7 +97,12 @@ class SparseArch(nn.Module):
         sparse_offsets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         pooled = self.embedding_tables(sparse_values, sparse_offsets)
-        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        # An Identity is skipped rather than called: at serving batch sizes a module
+        # call costs about as much as a small op.
+        projected = [
+            x if isinstance(project, nn.Identity) else project(x)
+            for project, x in zip(self.projections, pooled)
+        ]
         return torch.stack(projected, dim=1)
 
 
@@ -130,6 +135,8 @@ class DenseArch(nn.Module):
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        if self.output_dim == 0:  # no dense features: nothing to compute
+            return dense
         return self.mlp(self.preprocessor(dense))
 
 

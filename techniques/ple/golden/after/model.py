@@ -97,7 +97,12 @@ class SparseArch(nn.Module):
         sparse_offsets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         pooled = self.embedding_tables(sparse_values, sparse_offsets)
-        projected = [project(x) for project, x in zip(self.projections, pooled)]
+        # An Identity is skipped rather than called: at serving batch sizes a module
+        # call costs about as much as a small op.
+        projected = [
+            x if isinstance(project, nn.Identity) else project(x)
+            for project, x in zip(self.projections, pooled)
+        ]
         return torch.stack(projected, dim=1)
 
 
@@ -130,6 +135,8 @@ class DenseArch(nn.Module):
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        if self.output_dim == 0:  # no dense features: nothing to compute
+            return dense
         return self.mlp(self.preprocessor(dense))
 
 
@@ -151,10 +158,13 @@ class InteractionArch(nn.Module):
 
     def __init__(self, config: ModelConfig, dense_dim: int) -> None:
         super().__init__()
+        self.dense_dim = dense_dim
         self.output_dim = dense_dim + config.num_sparse_features * config.embedding_dim
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        return torch.cat([dense, sparse.flatten(1)], dim=1)
+        flat = sparse.flatten(1)
+        # Without dense features the concatenation would only copy the sparse fields.
+        return torch.cat([dense, flat], dim=1) if self.dense_dim else flat
 
 
 class OverArch(nn.Module):

@@ -1,0 +1,116 @@
+"""Unusual but valid specs render with `smt new` and pass their own generated tests.
+
+The example fleet is a handful of typical models; these specs sit at the edges of what the
+spec allows (many objectives with rare labels, a single feature, very large cardinalities,
+only multi-valued features, no dense features, many dense features, a loss technique over
+rare objectives). Each is created with the real CLI in a copy of the repository, then its
+generated tests run in a subprocess with one torch thread, as a team would run them, less
+the two slowest (the 2-process torchrun run and the crash-and-resume run), which exercise
+the runtime rather than the spec's shape and run for every model of the example fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support import make_repo_copy, run_smt
+
+SKIPPED = "not two_processes_train_on_their_shards and not resume_continues_exactly"
+BUDGET = {"max_params": 50_000_000, "max_mflops_per_example": 50.0}
+
+
+def sparse(name: str, cardinality: int, dim: int = 8, multi: bool = False) -> dict[str, Any]:
+    return {"name": name, "cardinality": cardinality, "embedding_dim": dim, "multi_valued": multi}
+
+
+def objectives(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
+    return [{"name": name, "weight": weight} for name, weight in pairs]
+
+
+SPECS: dict[str, dict[str, Any]] = {
+    # The issue's case: five objectives, rare ones among them, and a 200,000-id feature.
+    "rare_objectives": {
+        "objectives": objectives(("click", 1.0), ("like", 0.5), ("comment", 0.3), ("share", 0.2), ("follow", 0.1)),
+        "sparse_features": [sparse("user_id", 200_000, 16), sparse("item_id", 50_000, 16), sparse("topics", 300, 8, True)],
+        "dense_features": [{"name": "item_age_hours"}],
+        "hyperparameters": {"label_rates": [0.2, 0.04, 0.01, 0.004, 0.002]},
+    },
+    # Eight rare objectives under a loss technique that learns the objectives' weights.
+    "rare_objectives_learned_weights": {
+        "objectives": objectives(*[(f"event_{i}", 1.0) for i in range(8)]),
+        "sparse_features": [sparse("user_id", 20_000), sparse("ad_id", 5_000), sparse("slot", 12)],
+        "dense_features": [{"name": "bid"}],
+        "techniques": [{"name": "uncertainty_weighting"}],
+        "hyperparameters": {"label_rates": [0.1, 0.05, 0.02, 0.01, 0.005, 0.003, 0.002, 0.001]},
+    },
+    "single_feature": {
+        "objectives": objectives(("click", 1.0)),
+        "sparse_features": [sparse("ad_id", 1_000, 8)],
+        "dense_features": [],
+    },
+    "huge_cardinalities": {
+        "objectives": objectives(("click", 1.0), ("convert", 2.0)),
+        "sparse_features": [sparse("user_id", 400_000, 8), sparse("query_hash", 250_000, 8), sparse("ad_id", 200_000, 8)],
+        "dense_features": [{"name": "price"}],
+    },
+    "only_multi_valued": {
+        "objectives": objectives(("click", 1.0), ("save", 0.5)),
+        "sparse_features": [sparse("recent_items", 10_000, 16, True), sparse("interests", 500, 8, True)],
+        "dense_features": [{"name": "session_length"}],
+    },
+    "no_dense": {
+        "objectives": objectives(("click", 1.0), ("install", 0.5), ("purchase", 0.25)),
+        "sparse_features": [sparse("user_id", 20_000), sparse("app_id", 2_000), sparse("genres", 50, 4, True)],
+        "dense_features": [],
+        "techniques": [{"name": "dcn_v2", "params": {"num_cross_layers": 2}}],
+    },
+    "many_dense": {
+        "objectives": objectives(("click", 1.0)),
+        "sparse_features": [sparse("ad_id", 5_000), sparse("country", 200)],
+        "dense_features": [{"name": f"counter_{i}"} for i in range(48)],
+    },
+}
+
+
+def full_spec(name: str) -> dict[str, Any]:
+    spec = {"model_name": name, "description": f"Unusual valid spec: {name.replace('_', ' ')}."}
+    spec.update({"techniques": [], "hyperparameters": {}, "serving": BUDGET})
+    spec.update(SPECS[name])
+    return spec
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository copy in which `smt new` created every spec of SPECS."""
+    root = make_repo_copy(tmp_path_factory.mktemp("unusual"))
+    for name in SPECS:
+        spec_file = root / f"{name}.yml"
+        spec_file.write_text(yaml.safe_dump(full_spec(name), sort_keys=False))
+        done = run_smt(root, "new", name, "--data-file", str(spec_file))
+        assert done.code == 0, done.out + done.err
+    return root / "generated"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_generated_tests_pass(fleet: Path, name: str) -> None:
+    model_dir = fleet / name
+    assert (model_dir / name / "model.py").is_file()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(model_dir)}
+    env.pop("SMT_TEST_SEED", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-k", SKIPPED],
+        cwd=model_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
