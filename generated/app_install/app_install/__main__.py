@@ -125,9 +125,13 @@ def _run_data(args: argparse.Namespace, config: ModelConfig) -> RunData:
 
 
 def default_threads() -> int:
-    """CPUs this process may run on, shared by the training processes of this host
+    """OMP_NUM_THREADS when the caller set it (a scheduler running several trainings at once),
+    else the CPUs this process may run on, shared by the training processes of this host
     (torchrun's LOCAL_WORLD_SIZE): oversubscribed cores make training many times slower.
     """
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested)
     cpus = (
         len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
