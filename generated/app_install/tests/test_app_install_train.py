@@ -174,10 +174,19 @@ def test_set_refuses_bad_keys_and_values_in_one_line(assignment, message, capsys
 
 def test_default_threads_share_the_cpus_between_local_processes(monkeypatch):
     cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_threads() == cpus
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cpus))
     assert default_threads() == 1
+
+
+def test_default_threads_follow_omp_num_threads_when_a_scheduler_sets_it(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert default_threads() == len(os.sched_getaffinity(0))
 
 
 def test_output_bias_starts_at_the_train_label_rate():
@@ -203,7 +212,7 @@ def test_embedding_regularizer_penalizes_the_rows_a_batch_looks_up():
     expected = 0.0
     tables = next(m for m in model.modules() if isinstance(m, EmbeddingTables))
     for feature in config.sparse_features:
-        rows = tables.bags[feature.name].weight[batch.sparse_values[feature.name]]
+        rows = tables.tables[feature.name].weight[batch.sparse_values[feature.name]]
         expected += 0.1 / (2 * 64) * float(rows.detach().pow(2).sum())
     assert float(penalty.detach()) == pytest.approx(expected, rel=1e-5)
     penalty.backward()

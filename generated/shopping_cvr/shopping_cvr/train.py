@@ -289,11 +289,11 @@ def regularization(model: nn.Module, batch: Batch, config: ModelConfig) -> torch
     """
     penalty = torch.zeros((), device=batch.labels.device)
     if config.embedding_regularizer > 0:
-        for tables in model.modules():
-            if isinstance(tables, EmbeddingTables):
-                for name, bag in tables.bags.items():
+        for module in model.modules():
+            if isinstance(module, EmbeddingTables):
+                for name, table in module.tables.items():
                     rows = F.embedding(
-                        batch.sparse_values[name], bag.weight, sparse=True
+                        batch.sparse_values[name], table.weight, sparse=True
                     )
                     scale = config.embedding_regularizer / (2 * batch.batch_size)
                     penalty = penalty + scale * rows.pow(2).sum()
