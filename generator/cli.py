@@ -473,19 +473,21 @@ def _run_model(entry: ModelEntry, *args: str) -> int:
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="A model in generated/.")],
-    steps: Annotated[int, typer.Option(min=1, help="Most training steps (validation may stop earlier).")] = 300,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Cap on the training steps (default: the model's epochs, early stopping may end sooner).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the model's seed.")] = None,
 ) -> None:
     """Train a generated model; print validation and test logloss, NE, AUC, calibration and capacity.
 
     Runs `python -m MODEL train`; further options go to it unchanged, e.g. `--train/--valid/--test
-    PARQUET`, `--run-dir DIR`, `--resume`, `--device`, `--export PATH` (see `python -m MODEL train
-    --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
+    PARQUET`, `--epochs N`, `--set KEY=VALUE`, `--threads N`, `--run-dir DIR`, `--resume`,
+    `--device`, `--export PATH` (see `python -m MODEL train --help`). Checkpoints and metrics.json go to runs/ in the current directory by default.
     """
     try:
         entry = Fleet(find_root()).model(model)
         extra = ["--seed", str(seed)] if seed is not None else []
-        code = _run_model(entry, "train", "--steps", str(steps), *extra, *(ctx.args if ctx is not None else []))
+        if steps is not None:
+            extra += ["--steps", str(steps)]
+        code = _run_model(entry, "train", *extra, *(ctx.args if ctx is not None else []))
     except SmtError as error:
         raise _fail(error)
     raise typer.Exit(code)
@@ -494,12 +496,13 @@ def train(
 @app.command()
 def demo(
     model: Annotated[str, typer.Option(help="Example model to train.")] = DEFAULT_DEMO_MODEL,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Cap on the training steps (default: the model's epochs and early stopping).")] = None,
 ) -> None:
-    """The main job on the embedded example fleet: regenerate it, then train one model and report."""
+    """The main job on the embedded example fleet: regenerate it, then train one model until early
+    stopping (at most its epochs) and report."""
     typer.echo("== smt generate: regenerating the example fleet ==")
     generate(None)
-    typer.echo(f"\n== smt train {model} --steps {steps} ==")
+    typer.echo(f"\n== smt train {model}{f' --steps {steps}' if steps else ''} ==")
     train(None, model, steps, None)
 
 

@@ -57,6 +57,13 @@ CASES = {
     "missing key": (_set("serving", _DELETE), "serving: required key is missing"),
     "precondition": (_set("techniques", [{"name": "mmoe"}]), "technique 'mmoe' needs at least 2 objectives"),
     "too many objectives": (_set("objectives", [{"name": f"o{i}", "weight": 1.0} for i in range(9)]), "objectives: allows at most 8"),
+    "label of no objective": (_set("data", {"labels": {"buy": "bought"}}), "data.labels.buy: 'buy' is not an objective"),
+    "column of no feature": (_set("data", {"columns": {"age": "user_age"}}), "data.columns.age: 'age' is not a feature"),
+    "column used twice": (_set("data", {"labels": {"click": "price"}}), "data: column 'price' is used twice"),
+    "unknown id out of range": (_set("data", {"unknown_ids": {"item_id": 50}}), "data.unknown_ids.item_id: 50 is outside [0, 50)"),
+    "bad monitor": (_set("hyperparameters", {"monitor": "accuracy"}), "hyperparameters.monitor: Input should be 'logloss' or 'auc'"),
+    "bad embedding optimizer": (_set("hyperparameters", {"embedding_optimizer": "sgd"}), "hyperparameters.embedding_optimizer: Input should be"),
+    "zero epochs": (_set("hyperparameters", {"epochs": 0}), "hyperparameters.epochs: Input should be greater than or equal to 1"),
 }
 
 

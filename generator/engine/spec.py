@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keyword
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,14 +78,22 @@ class Hyperparameters(_Strict):
     over_arch_layers: list[int] | None = None
     tower_layers: list[int] | None = None
     dropout: float | None = Field(default=None, ge=0, lt=1)
+    batch_norm: bool | None = None
+    dense_optimizer: Literal["adamw", "adam"] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
+    embedding_optimizer: Literal["adagrad", "adam", "rowwise_adagrad"] | None = None
     embedding_learning_rate: float | None = Field(default=None, gt=0)
+    embedding_regularizer: float | None = Field(default=None, ge=0)
+    net_regularizer: float | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, ge=1)
     seed: int | None = None
     train_examples: int | None = Field(default=None, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)
-    eval_every: int | None = Field(default=None, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    eval_every: int | None = Field(default=None, ge=0)  # 0: once per epoch
+    monitor: Literal["logloss", "auc"] | None = None
+    lr_plateau_factor: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
@@ -107,10 +115,27 @@ class Hyperparameters(_Strict):
             raise ValueError("every layer width must be at least 1")
         return value
 
-    @field_validator("dropout", "learning_rate", "weight_decay", "embedding_learning_rate", mode="before")
+    @field_validator(
+        "dropout",
+        "learning_rate",
+        "weight_decay",
+        "embedding_learning_rate",
+        "embedding_regularizer",
+        "net_regularizer",
+        "lr_plateau_factor",
+        mode="before",
+    )
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class DataSpec(_Strict):
+    """How the model's data files name their columns, and which id stands for "unknown"."""
+
+    labels: dict[str, str] = Field(default_factory=dict)  # objective -> label column
+    columns: dict[str, str] = Field(default_factory=dict)  # feature -> column
+    unknown_ids: dict[str, int] = Field(default_factory=dict)  # sparse feature -> its unknown id
 
 
 class ModelSpec(_Strict):
@@ -124,6 +149,7 @@ class ModelSpec(_Strict):
     serving: Serving
     techniques: list[TechniqueUse] = Field(default_factory=list)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    data: DataSpec = Field(default_factory=DataSpec)
 
     @field_validator("model_name")
     @classmethod
@@ -154,12 +180,34 @@ class ModelSpec(_Strict):
         rates = self.hyperparameters.label_rates
         if rates is not None and len(rates) != len(self.objectives):
             raise _FieldProblem("hyperparameters.label_rates", f"has {len(rates)} rate(s) but the model has {len(self.objectives)} objective(s); give one per objective")
+        self._check_data()
         used: set[str] = set()
         for index, use in enumerate(self.techniques):
             if use.name in used:
                 raise _FieldProblem(f"techniques[{index}].name", f"technique {use.name!r} is listed twice; list it once")
             used.add(use.name)
         return self
+
+    def _check_data(self) -> None:
+        objectives = [objective.name for objective in self.objectives]
+        sparse = {feature.name: feature for feature in self.sparse_features}
+        features = [*sparse, *(feature.name for feature in self.dense_features)]
+        for key, known, what in (("labels", objectives, "objective"), ("columns", features, "feature")):
+            for name, column in getattr(self.data, key).items():
+                if name not in known:
+                    raise _FieldProblem(f"data.{key}.{name}", f"{name!r} is not a{'n' if what[0] == 'o' else ''} {what} of this model; use one of {', '.join(known)}")
+                if not column.strip():
+                    raise _FieldProblem(f"data.{key}.{name}", "the column name is empty")
+        sources = [self.data.labels.get(name, "label_" + name) for name in objectives]
+        sources += [self.data.columns.get(name, name) for name in features]
+        duplicates = sorted({column for column in sources if sources.count(column) > 1})
+        if duplicates:
+            raise _FieldProblem("data", f"column {duplicates[0]!r} is used twice; every feature and label needs its own column")
+        for name, unknown in self.data.unknown_ids.items():
+            if name not in sparse:
+                raise _FieldProblem(f"data.unknown_ids.{name}", f"{name!r} is not a sparse feature of this model; use one of {', '.join(sparse)}")
+            if not 0 <= unknown < sparse[name].cardinality:
+                raise _FieldProblem(f"data.unknown_ids.{name}", f"{unknown} is outside [0, {sparse[name].cardinality}), the feature's ids")
 
     @property
     def technique_names(self) -> list[str]:

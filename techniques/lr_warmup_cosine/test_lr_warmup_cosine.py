@@ -118,3 +118,27 @@ def test_fit_and_train_step_the_schedule(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(train, "build_lr_schedule", spy)
     train.train(config, steps=7)
     assert calls == [7]
+
+
+def test_the_curve_spans_the_planned_epochs_and_continues_on_resume(tmp_path: Path) -> None:
+    """A default run (no step cap) is sized by epochs x steps per epoch; a resume goes on from
+    the checkpoint's step on the new plan instead of restarting the warmup."""
+    pkg = build_model(spec(warmup_steps=3, min_lr_ratio=0.2), tmp_path / "pkg")
+    config = replace(
+        pkg.config.ModelConfig(),
+        train_examples=512,
+        eval_examples=256,
+        batch_size=64,
+        epochs=2,
+        early_stopping_patience=100,
+        lr_plateau_factor=1.0,
+    )
+    train = pkg.train
+    data = train.RunData.synthetic(config)
+    first = train.train(config, data=data, run_dir=tmp_path / "run")
+    assert first.fit.planned_steps == 16  # 2 epochs of 512 / 64 steps
+    # Each validation records the rate of the next step: after step 8 of 16, then of 24.
+    assert first.fit.history[0]["lr"][0] == pytest.approx(LR * train.warmup_cosine_factor(8, 16, 3, 0.2))
+    resumed = train.train(replace(config, epochs=3), data=data, run_dir=tmp_path / "run", resume=True)
+    assert resumed.fit.planned_steps == 24 and resumed.fit.steps == 24
+    assert resumed.fit.history[-1]["lr"][0] == pytest.approx(LR * train.warmup_cosine_factor(24, 24, 3, 0.2))

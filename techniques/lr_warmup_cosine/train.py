@@ -1,7 +1,10 @@
 """Linear warmup, then cosine decay of the learning rate to min_lr_ratio x learning_rate.
 
 Patch for train.py: replaces build_lr_schedule and adds warmup_cosine_factor just before
-it. For a run of S optimizer steps with W warmup steps (config.lr_warmup_cosine.warmup_steps,
+it. S is the run's planned length, train.plan_steps: config.epochs epochs of
+steps_per_epoch steps, capped by the run's steps (1.0.0 was sized by --steps alone, so a
+default run, which early stopping ends after a few epochs, decayed on a schedule it never
+followed). For S optimizer steps with W warmup steps (config.lr_warmup_cosine.warmup_steps,
 or round(warmup_fraction * S) when that is 0), optimizer step k (0-based) runs at
 config.learning_rate times
 
@@ -11,6 +14,11 @@ config.learning_rate times
 with m = min_lr_ratio: warmup ends at the full rate, the first step after warmup runs at
 the full rate and the last step (k = S - 1) at m x learning_rate. The warmup's first step
 runs at learning_rate / W rather than 0, so no step is wasted. Steps past S stay at m.
+
+On resume the checkpoint restores the schedule's step count and base rate, so the curve
+continues at step k rather than restarting its warmup; a resume with a longer plan (more
+epochs) stretches the rest of the cosine over the new length. A reduction on plateau
+(config.lr_plateau_factor) scales the base rate, and the curve goes on from the reduced rate.
 """
 
 import math
@@ -42,7 +50,8 @@ def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_
 def build_lr_schedule(
     optimizer: torch.optim.Optimizer, config: ModelConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Linear warmup then cosine decay over total_steps (see warmup_cosine_factor).
+    """Linear warmup then cosine decay over total_steps, the run's planned length
+    (see warmup_cosine_factor).
 
     The warmup length is config.lr_warmup_cosine.warmup_steps, or
     round(warmup_fraction * total_steps) when that is 0; it never exceeds total_steps.

@@ -49,6 +49,8 @@ class MLP(nn.Module):
         in_dim: width of the input.
         layer_sizes: output width of each block; empty makes the MLP the identity.
         dropout: dropout probability inside every block.
+        batch_norm: accepted for the template's MLP contract and ignored: every
+            block already normalizes its input with LayerNorm.
 
     Call Args:
         x: tensor of shape B X in_dim.
@@ -58,7 +60,9 @@ class MLP(nn.Module):
         (in_dim when layer_sizes is empty).
     """
 
-    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self, in_dim: int, layer_sizes: Sequence[int], dropout: float, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         widths = (in_dim, *layer_sizes)
         self.blocks = nn.Sequential(*(ResidualBlock(i, o, dropout) for i, o in zip(widths, widths[1:])))

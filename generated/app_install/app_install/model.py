@@ -25,12 +25,13 @@ from .features import DensePreprocessor, EmbeddingTables
 
 
 class MLP(nn.Module):
-    """Linear -> ReLU -> Dropout for every entry of layer_sizes.
+    """Linear -> (BatchNorm) -> ReLU -> Dropout for every entry of layer_sizes.
 
     Args:
         in_dim: width of the input.
         layer_sizes: output width of each layer; empty makes the MLP the identity.
         dropout: dropout probability after every ReLU.
+        batch_norm: add BatchNorm1d after every Linear (config.batch_norm).
 
     Call Args:
         x: tensor of shape B X in_dim.
@@ -40,12 +41,21 @@ class MLP(nn.Module):
         (in_dim when layer_sizes is empty).
     """
 
-    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        layer_sizes: Sequence[int],
+        dropout: float,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
         for size in layer_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
             width = size
         self.layers = nn.Sequential(*layers)
         self.output_dim = width
@@ -117,7 +127,9 @@ class DenseArch(nn.Module):
         layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
         if config.num_dense_features == 0:
             layer_sizes = ()
-        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.mlp = MLP(
+            config.num_dense_features, layer_sizes, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
@@ -210,7 +222,9 @@ class OverArch(nn.Module):
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:
         super().__init__()
-        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.mlp = MLP(
+            in_dim, config.over_arch_layers, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -283,7 +297,12 @@ class TaskTowers(nn.Module):
 
 class RankingModel(nn.Module):
     """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
-    OverArch, TaskTowers.
+    OverArch, TaskTowers, plus one output bias per objective.
+
+    The output bias is 0 here; a training run (train.train) starts it where the
+    model's mean prediction over the first training batches equals the train split's
+    label rate (train.init_output_bias), so the model predicts each objective's base
+    rate from step 0, whatever TaskTowers is.
 
     Args:
         config: the model's ModelConfig.
@@ -304,6 +323,7 @@ class RankingModel(nn.Module):
         self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
         self.over_arch = OverArch(config, self.interaction_arch.output_dim)
         self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+        self.output_bias = nn.Parameter(torch.zeros(config.num_objectives))
 
     def forward(
         self,
@@ -315,4 +335,4 @@ class RankingModel(nn.Module):
         dense_out = self.dense_arch(dense)
         interacted = self.interaction_arch(dense_out, embedded)
         shared = self.over_arch(interacted)
-        return self.task_towers(shared)
+        return self.task_towers(shared) + self.output_bias

@@ -8,7 +8,9 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+import json
+import typing
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,18 @@ class SparseFeature:
     """One categorical feature: ids in [0, cardinality), pooled by an embedding bag.
 
     Single-valued features carry one id per example (sum pooling), multi-valued
-    features a list of ids (mean pooling).
+    features a list of ids (mean pooling). column names the feature's column in data
+    files ("" = name). unknown_id, when set, is the id of every unknown value: null
+    ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
+    embedding (the vector of "unseen"), not a zero vector.
     """
 
     name: str
     cardinality: int
     embedding_dim: int
     multi_valued: bool
+    column: str = ""
+    unknown_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,30 +73,44 @@ class ModelConfig:
             cardinality=15000,
             embedding_dim=16,
             multi_valued=False,
+            column="query_id",
+            unknown_id=None,
         ),
         SparseFeature(
             name="ad_id",
             cardinality=6000,
             embedding_dim=16,
             multi_valued=False,
+            column="ad_id",
+            unknown_id=0,
         ),
         SparseFeature(
             name="query_tokens",
             cardinality=2000,
             embedding_dim=16,
             multi_valued=True,
+            column="query_tokens",
+            unknown_id=None,
         ),
         SparseFeature(
             name="match_type",
             cardinality=4,
             embedding_dim=4,
             multi_valued=False,
+            column="match_type",
+            unknown_id=None,
         ),
     )
     dense_features: tuple[str, ...] = (
         "bid_usd",
         "ad_quality_score",
     )
+    # Column names in data files: of each dense feature, and of each objective's 0/1 label.
+    dense_columns: tuple[str, ...] = (
+        "bid_usd",
+        "quality",
+    )
+    label_columns: tuple[str, ...] = ("clicked",)
     serving: ServingBudget = ServingBudget(
         max_params=800000,
         max_mflops_per_example=0.5,
@@ -100,23 +121,67 @@ class ModelConfig:
     over_arch_layers: tuple[int, ...] = (64, 32)
     tower_layers: tuple[int, ...] = (32,)
     dropout: float = 0.0
-    # AdamW for the dense parameters, Adagrad for the embedding tables (train.build_optimizer).
+    # BatchNorm1d after every Linear of the template's MLPs (dense arch, over arch, towers).
+    batch_norm: bool = False
+    # Dense optimizer ("adamw" or "adam") at learning_rate; embedding optimizer
+    # ("adagrad", "adam" = SparseAdam, or "rowwise_adagrad") at embedding_learning_rate
+    # (None: the optimizer's default, train.EMBEDDING_LEARNING_RATES); see train.build_optimizer.
+    dense_optimizer: str = "adamw"
     learning_rate: float = 0.003
     weight_decay: float = 0.0
-    embedding_learning_rate: float = 0.05
+    embedding_optimizer: str = "adagrad"
+    embedding_learning_rate: float | None = None
+    # L2 penalties added to the loss (train.regularization): on the embedding rows a batch
+    # looks up, and on the dense weights.
+    embedding_regularizer: float = 0.0
+    net_regularizer: float = 0.0
     batch_size: int = 512
     seed: int = 0
     train_examples: int = 40000
     # Examples of each of the validation and test splits of synthetic data.
     eval_examples: int = 10000
-    # Validate every eval_every steps; stop after early_stopping_patience validations
-    # in a row without a better validation loss.
-    eval_every: int = 100
-    early_stopping_patience: int = 3
+    # Train at most epochs epochs; validate once per epoch (every eval_every steps when
+    # above 0). A validation that does not improve the monitored score ("logloss": the
+    # weighted validation logloss, or "auc") multiplies the learning rates by
+    # lr_plateau_factor; early_stopping_patience of them in a row stop training.
+    epochs: int = 10
+    eval_every: int = 0
+    monitor: str = "logloss"
+    lr_plateau_factor: float = 0.1
+    early_stopping_patience: int = 2
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (data.generate_synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (0.25,)
     autoint: AutointParams = AutointParams()
+
+    def with_overrides(self, assignments: list[str]) -> "ModelConfig":
+        """This config with hyperparameters changed by KEY=VALUE assignments (the
+        command line's --set); VALUE is JSON (e.g. 0.5, [64, 32], true), or a plain
+        string for text fields.
+
+        Raises:
+            ValueError: in one line, for an unknown key or a value of the wrong type
+                or outside the hyperparameter's range.
+        """
+        changes = {}
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            key = key.strip()
+            if not sep or key not in HYPERPARAMETERS:
+                known = ", ".join(sorted(HYPERPARAMETERS))
+                raise ValueError(
+                    f"--set {assignment!r}: unknown hyperparameter {key!r}; use KEY=VALUE"
+                    f" with KEY one of {known}"
+                )
+            changes[key] = _parse_value(key, text.strip())
+        if (
+            "label_rates" in changes
+            and len(changes["label_rates"]) != self.num_objectives
+        ):
+            raise ValueError(
+                f"--set label_rates: give {self.num_objectives} rate(s), one per objective"
+            )
+        return replace(self, **changes)
 
     @property
     def num_objectives(self) -> int:
@@ -137,3 +202,85 @@ class ModelConfig:
     def objective_names(self) -> tuple[str, ...]:
         """Objective names in the order of the model's output columns."""
         return tuple(objective.name for objective in self.objectives)
+
+
+# What `--set KEY=VALUE` accepts: hyperparameter -> (check of the parsed value, what it must be).
+HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
+    "embedding_dim": (
+        lambda v: _is_int(v) and 1 <= v <= 1024,
+        "an integer in [1, 1024]",
+    ),
+    "dense_arch_layers": (lambda v: _is_widths(v), "a list of positive integers"),
+    "over_arch_layers": (lambda v: _is_widths(v), "a list of positive integers"),
+    "tower_layers": (lambda v: _is_widths(v), "a list of positive integers"),
+    "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "dense_optimizer": (lambda v: v in ("adamw", "adam"), "adamw or adam"),
+    "learning_rate": (lambda v: _is_number(v) and v > 0, "a number above 0"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
+    "embedding_optimizer": (
+        lambda v: v in ("adagrad", "adam", "rowwise_adagrad"),
+        "adagrad, adam or rowwise_adagrad",
+    ),
+    "embedding_learning_rate": (
+        lambda v: v is None or _is_number(v) and v > 0,
+        "a number above 0 or null",
+    ),
+    "embedding_regularizer": (
+        lambda v: _is_number(v) and v >= 0,
+        "a number of at least 0",
+    ),
+    "net_regularizer": (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "seed": (lambda v: _is_int(v), "an integer"),
+    "train_examples": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "eval_examples": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "eval_every": (
+        lambda v: _is_int(v) and v >= 0,
+        "an integer of at least 0 (0: once per epoch)",
+    ),
+    "monitor": (lambda v: v in ("logloss", "auc"), "logloss or auc"),
+    "lr_plateau_factor": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "early_stopping_patience": (
+        lambda v: _is_int(v) and v >= 1,
+        "an integer of at least 1",
+    ),
+    "label_rates": (
+        lambda v: isinstance(v, list) and all(_is_number(r) and 0 < r < 1 for r in v),
+        "a list of rates in (0, 1), one per objective",
+    ),
+}
+
+
+def _is_int(value: typing.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: typing.Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_widths(value: typing.Any) -> bool:
+    return isinstance(value, list) and all(
+        _is_int(width) and width >= 1 for width in value
+    )
+
+
+def _parse_value(key: str, text: str) -> typing.Any:
+    """The value of `--set key=text`, converted to the field's type, or ValueError."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a bare word, e.g. monitor=auc
+    check, expected = HYPERPARAMETERS[key]
+    if not check(value):
+        raise ValueError(f"--set {key}={text}: {key} must be {expected}")
+    if isinstance(value, list):
+        return tuple(float(v) for v in value) if key == "label_rates" else tuple(value)
+    if (
+        isinstance(getattr(ModelConfig(), key), float)
+        or key == "embedding_learning_rate"
+    ):
+        return None if value is None else float(value)
+    return value

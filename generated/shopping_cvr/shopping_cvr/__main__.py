@@ -11,6 +11,8 @@ Commands:
                 process trains on its own shard (distributed.py).
     write-data  write synthetic train/valid/test Parquet files (and their optimal
                 metrics) to a directory, to try the Parquet path
+                One line per validation goes to stdout; --set KEY=VALUE changes a
+                hyperparameter for one run; --threads sets torch's threads.
     capacity    print the serving capacity report
     export      export a freshly built model and check the reloaded file
 
@@ -19,10 +21,15 @@ exits with status 2.
 """
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from . import distributed
 from .config import ModelConfig
@@ -42,7 +49,26 @@ def _parser(config: ModelConfig) -> argparse.ArgumentParser:
     run = commands.add_parser(
         "train", help="train and report validation and test metrics and capacity"
     )
-    run.add_argument("--steps", type=int, default=300, help="most optimizer steps")
+    run.add_argument(
+        "--epochs",
+        type=int,
+        help=f"most epochs; early stopping usually ends sooner (default {config.epochs})",
+    )
+    run.add_argument(
+        "--steps", type=int, help="cap on the optimizer steps (default: none)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter for this run (repeatable; recorded in metrics.json)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: CPUs of this process / processes on this host)",
+    )
     run.add_argument(
         "--seed", type=int, default=config.seed, help="seed of data, weights, order"
     )
@@ -98,9 +124,49 @@ def _run_data(args: argparse.Namespace, config: ModelConfig) -> RunData:
     )
 
 
+def default_threads() -> int:
+    """CPUs this process may run on, shared by the training processes of this host
+    (torchrun's LOCAL_WORLD_SIZE): oversubscribed cores make training many times slower.
+    """
+    cpus = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cpus or 1) // max(1, processes))
+
+
+def _report(config: ModelConfig, monitor: str) -> Callable[[dict[str, Any]], None]:
+    """Print one line per validation on stdout (flushed, so it shows in logs at once)."""
+
+    def report(entry: dict[str, Any]) -> None:
+        rates = "/".join(f"{rate:.3g}" for rate in entry["lr"])
+        print(
+            f"{config.model_name}: epoch {entry['epoch']:g} step {entry['step']}:"
+            f" train loss {entry['train_loss']:.5f}, valid logloss {entry['valid_loss']:.5f},"
+            f" valid AUC {entry['valid_auc']:.5f}, lr {rates}"
+            f"{' (best ' + monitor + ')' if entry['best'] else ''}",
+            flush=True,
+        )
+
+    return report
+
+
 def _train(args: argparse.Namespace, config: ModelConfig) -> None:
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs the --run-dir of the run to continue")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: give at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: give at least 1")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: give at least 1")
+    overrides = dict(item.partition("=")[::2] for item in args.set)
+    config = config.with_overrides(args.set)
+    if args.epochs is not None:
+        config = replace(config, epochs=args.epochs)
+    torch.set_num_threads(args.threads or default_threads())
     runtime = distributed.start(args.device)
     try:
         data = _run_data(args, config)
@@ -108,6 +174,14 @@ def _train(args: argparse.Namespace, config: ModelConfig) -> None:
             f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         model = build_model(config)
+        if runtime.is_main:
+            print(
+                f"{config.model_name}: training at most {config.epochs} epoch(s)"
+                f"{f' or {args.steps} steps' if args.steps else ''}, validating"
+                f" {f'every {config.eval_every} steps' if config.eval_every else 'once per epoch'},"
+                f" early stopping on {config.monitor}; {torch.get_num_threads()} thread(s)",
+                flush=True,
+            )
         result = train(
             config,
             args.steps,
@@ -117,16 +191,19 @@ def _train(args: argparse.Namespace, config: ModelConfig) -> None:
             resume=args.resume,
             progress=not args.no_progress and sys.stderr.isatty(),
             runtime=runtime,
+            report=_report(config, config.monitor),
+            overrides=overrides,
         )
         if not runtime.is_main:
             return
         fit = result.fit
-        stop = "stopped early" if fit.stopped_early else "ran every step"
+        stop = "stopped early" if fit.stopped_early else "ran every planned step"
         print(
-            f"{config.model_name}: {fit.steps} steps of {config.batch_size} examples"
-            f" x {runtime.world_size} process(es) on {runtime.device}, seed"
-            f" {config.seed}, {fit.seconds:.1f} s ({fit.examples_per_second:,.0f}"
-            f" examples/s); {stop}; best validation at step {fit.best_step}"
+            f"{config.model_name}: {fit.steps} steps ({fit.epochs:g} epochs) of"
+            f" {config.batch_size} examples x {runtime.world_size} process(es) on"
+            f" {runtime.device}, seed {config.seed}, {fit.seconds:.1f} s of training"
+            f" ({fit.examples_per_second:,.0f} examples/s); {stop}; best validation at"
+            f" step {fit.best_step}"
         )
         for split in ("valid", "test"):
             print(f"\n{split} ({getattr(data, split).num_rows} examples):")
@@ -145,6 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     """Parse argv, run the command, return the exit code."""
     config = ModelConfig()
     args = _parser(config).parse_args(argv)
+    try:
+        return _run(args, config)
+    except BrokenPipeError:
+        # stdout was closed early (e.g. `... | head -1`): stop quietly, and keep Python
+        # from failing again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _run(args: argparse.Namespace, config: ModelConfig) -> int:
+    """Run the parsed command; bad input returns 2 after one line on stderr."""
     try:
         if args.command == "train":
             _train(args, replace(config, seed=args.seed))

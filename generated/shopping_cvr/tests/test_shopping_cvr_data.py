@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from shopping_cvr.data import (
     SchemaError,
     check_parquet,
     check_table,
+    column_names,
     generate_synthetic,
     hash_ids,
     optimal_path,
@@ -131,7 +133,7 @@ def test_wrong_dtypes_and_nulls_are_schema_errors(table):
     expected = (
         f"column '{SINGLE.name}': type string, expected integer ids .*all {ROWS} rows"
     )
-    with pytest.raises(SchemaError, match=expected + ".*hash_raw_ids"):
+    with pytest.raises(SchemaError, match=expected + f".*--hash-raw-ids {SINGLE.name}"):
         check_table(replaced(table, SINGLE.name, as_strings), DATA_CONFIG)
     with_nulls = pa.array([None] * 7 + table.column(SINGLE.name).to_pylist()[7:])
     with pytest.raises(
@@ -212,7 +214,7 @@ def test_raw_ids_are_hashed_when_reading(tmp_path):
     raw = replaced(raw, multi.name, pa.array(raw_bags))
     path = tmp_path / "raw.parquet"
     write_parquet(raw, path)
-    with pytest.raises(SchemaError, match="hash_raw_ids"):
+    with pytest.raises(SchemaError, match=f"--hash-raw-ids {single.name}"):
         read_parquet(path, config)
     hashed = [single.name, multi.name]
     checked = read_parquet(path, config, hash_raw_ids=hashed)
@@ -393,3 +395,64 @@ def test_synthetic_ids_follow_a_power_law():
     # ids are never drawn.
     assert counts[:100].sum() > 0.5 * counts.sum()
     assert (counts == 0).sum() > 1000
+
+
+def test_data_conventions_name_the_columns_of_files(tmp_path):
+    """A file whose columns are named as the spec's data section says (e.g. a label column
+    called clicked) trains without renaming; synthetic tables keep the spec's names."""
+    config = replace(
+        DATA_CONFIG,
+        sparse_features=tuple(
+            replace(f, column="in_" + f.name) for f in DATA_CONFIG.sparse_features
+        ),
+        dense_columns=tuple("in_" + name for name in DATA_CONFIG.dense_features),
+        label_columns=tuple("clicked_" + name for name in DATA_CONFIG.objective_names),
+    )
+    path = tmp_path / "named.parquet"
+    write_synthetic(config, path, ROWS, seed=1)
+    assert pq.read_schema(path).names == column_names(config)
+    assert all(name.startswith(("in_", "clicked_")) for name in column_names(config))
+    examples = Examples.from_parquet(path, config)
+    expected = generate_synthetic(config, ROWS, seed=1)
+    assert_batches_equal(
+        list(examples.batches(config, 128)), list(table_to_batches(expected, 128))
+    )
+    for name, rate in examples.label_rates(config).items():
+        assert rate == pytest.approx(
+            np.mean(expected.column("label_" + name).to_numpy())
+        )
+    missing = pq.read_table(path).drop_columns([config.label_columns[0]])
+    write_parquet(missing, tmp_path / "missing.parquet")
+    with pytest.raises(
+        SchemaError, match=f"'{config.label_columns[0]}': missing.*data.labels"
+    ):
+        Examples.from_parquet(tmp_path / "missing.parquet", config)
+
+
+def test_an_unknown_id_takes_null_ids_and_no_hashed_id(table):
+    config = replace(
+        DATA_CONFIG,
+        sparse_features=tuple(
+            replace(f, unknown_id=0 if f.name == SINGLE.name else None)
+            for f in DATA_CONFIG.sparse_features
+        ),
+    )
+    ids = table.column(SINGLE.name).to_pylist()
+    ids[:7] = [None] * 7
+    with_nulls = replaced(table, SINGLE.name, pa.array(ids, pa.int64()))
+    without = replace(
+        DATA_CONFIG,
+        sparse_features=tuple(
+            replace(f, unknown_id=None) for f in DATA_CONFIG.sparse_features
+        ),
+    )
+    with pytest.raises(SchemaError, match="are null"):
+        check_table(with_nulls, without)  # without an unknown id, a null is an error
+    checked = check_table(with_nulls, config).column(SINGLE.name).to_pylist()
+    assert checked[:7] == [0] * 7 and checked[7:] == ids[7:]
+    raw = replaced(table, SINGLE.name, pa.array([f"user-{i}" for i in range(ROWS)]))
+    hashed = check_table(raw, config, hash_raw_ids=[SINGLE.name]).column(SINGLE.name)
+    values = hashed.to_numpy()
+    assert (
+        values.min() >= 1 and values.max() < SINGLE.cardinality
+    )  # id 0 stays "unknown"

@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .features import DensePreprocessor, EmbeddingTables
 
 
-# SMT technique residual_mlp 1.0.0: adds ResidualBlock.
+# SMT technique residual_mlp 1.1.0: adds ResidualBlock.
 class ResidualBlock(nn.Module):
     """One pre-norm residual layer: Dropout(ReLU(Linear(LayerNorm(x)))) + skip(x).
 
@@ -56,7 +56,7 @@ class ResidualBlock(nn.Module):
         return self.dropout(torch.relu(self.linear(self.norm(x)))) + self.skip(x)
 
 
-# SMT technique residual_mlp 1.0.0: replaces extension point MLP.
+# SMT technique residual_mlp 1.1.0: replaces extension point MLP.
 class MLP(nn.Module):
     """Stack of ResidualBlocks, one per entry of layer_sizes.
 
@@ -64,6 +64,8 @@ class MLP(nn.Module):
         in_dim: width of the input.
         layer_sizes: output width of each block; empty makes the MLP the identity.
         dropout: dropout probability inside every block.
+        batch_norm: accepted for the template's MLP contract and ignored: every
+            block already normalizes its input with LayerNorm.
 
     Call Args:
         x: tensor of shape B X in_dim.
@@ -73,7 +75,13 @@ class MLP(nn.Module):
         (in_dim when layer_sizes is empty).
     """
 
-    def __init__(self, in_dim: int, layer_sizes: Sequence[int], dropout: float) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        layer_sizes: Sequence[int],
+        dropout: float,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         widths = (in_dim, *layer_sizes)
         self.blocks = nn.Sequential(
@@ -148,7 +156,9 @@ class DenseArch(nn.Module):
         layer_sizes = (*config.dense_arch_layers, config.embedding_dim)
         if config.num_dense_features == 0:
             layer_sizes = ()
-        self.mlp = MLP(config.num_dense_features, layer_sizes, config.dropout)
+        self.mlp = MLP(
+            config.num_dense_features, layer_sizes, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
@@ -197,7 +207,9 @@ class OverArch(nn.Module):
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:
         super().__init__()
-        self.mlp = MLP(in_dim, config.over_arch_layers, config.dropout)
+        self.mlp = MLP(
+            in_dim, config.over_arch_layers, config.dropout, config.batch_norm
+        )
         self.output_dim = self.mlp.output_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +235,7 @@ class TaskTowers(nn.Module):
         super().__init__()
         self.towers = nn.ModuleDict()
         for objective in config.objectives:
-            mlp = MLP(in_dim, config.tower_layers, config.dropout)
+            mlp = MLP(in_dim, config.tower_layers, config.dropout, config.batch_norm)
             self.towers[objective.name] = nn.Sequential(
                 mlp, nn.Linear(mlp.output_dim, 1)
             )
@@ -234,7 +246,12 @@ class TaskTowers(nn.Module):
 
 class RankingModel(nn.Module):
     """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
-    OverArch, TaskTowers.
+    OverArch, TaskTowers, plus one output bias per objective.
+
+    The output bias is 0 here; a training run (train.train) starts it where the
+    model's mean prediction over the first training batches equals the train split's
+    label rate (train.init_output_bias), so the model predicts each objective's base
+    rate from step 0, whatever TaskTowers is.
 
     Args:
         config: the model's ModelConfig.
@@ -255,6 +272,7 @@ class RankingModel(nn.Module):
         self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
         self.over_arch = OverArch(config, self.interaction_arch.output_dim)
         self.task_towers = TaskTowers(config, self.over_arch.output_dim)
+        self.output_bias = nn.Parameter(torch.zeros(config.num_objectives))
 
     def forward(
         self,
@@ -266,4 +284,4 @@ class RankingModel(nn.Module):
         dense_out = self.dense_arch(dense)
         interacted = self.interaction_arch(dense_out, embedded)
         shared = self.over_arch(interacted)
-        return self.task_towers(shared)
+        return self.task_towers(shared) + self.output_bias
