@@ -204,12 +204,15 @@ class ModelConfig:
     # The synthetic world's structure: crosses, objective correlation, label noise,
     # dense tails, bag lengths and test shift (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
-        crosses=(Cross(fields=("app_id", "app_category"), strength=0.6),),
+        crosses=(
+            Cross(fields=("app_category", "installed_apps"), strength=1.0),
+            Cross(fields=("app_id", "app_category", "installed_apps"), strength=1.5),
+        ),
         dense_cross=0.6,
         objective_correlation=0.5,
         label_noise=0.0,
         dense_tail=1.0,
-        bag_lengths=(1, 5),
+        bag_lengths=(5, 20),
         test_shift=0.0,
     )
     dcn_v2: DcnV2Params = DcnV2Params()

@@ -205,8 +205,8 @@ class ModelConfig:
     # The synthetic world's structure: crosses, objective correlation, label noise,
     # dense tails, bag lengths and test shift (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
-        crosses=(Cross(fields=("seller_id", "listing_tags"), strength=0.6),),
-        dense_cross=0.6,
+        crosses=(Cross(fields=("seller_id", "listing_tags"), strength=2.0),),
+        dense_cross=1.5,
         objective_correlation=0.5,
         label_noise=0.0,
         dense_tail=1.0,

@@ -191,7 +191,7 @@ class ModelConfig:
         label_noise=0.0,
         dense_tail=1.0,
         bag_lengths=(1, 5),
-        test_shift=0.0,
+        test_shift=0.5,
     )
     autoint: AutointParams = AutointParams()
 

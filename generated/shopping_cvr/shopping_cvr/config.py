@@ -218,7 +218,7 @@ class ModelConfig:
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("brand_id", "cart_products"), strength=0.6),),
         dense_cross=0.6,
-        objective_correlation=0.5,
+        objective_correlation=0.1,
         label_noise=0.0,
         dense_tail=1.0,
         bag_lengths=(1, 5),

@@ -179,15 +179,15 @@ class ModelConfig:
     early_stopping_patience: int = 2
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (data.generate_synthetic); by default geometric from 0.25 (first) to 0.05 (last).
-    label_rates: tuple[float, ...] = (0.25,)
+    label_rates: tuple[float, ...] = (0.1,)
     # The synthetic world's structure: crosses, objective correlation, label noise,
     # dense tails, bag lengths and test shift (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
-        crosses=(Cross(fields=("creator_id", "recent_categories"), strength=0.6),),
-        dense_cross=0.6,
+        crosses=(),
+        dense_cross=0.0,
         objective_correlation=0.5,
-        label_noise=0.0,
-        dense_tail=1.0,
+        label_noise=0.05,
+        dense_tail=0.3,
         bag_lengths=(1, 5),
         test_shift=0.0,
     )
