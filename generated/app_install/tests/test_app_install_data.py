@@ -566,14 +566,19 @@ def test_test_shift_moves_the_test_split_only():
 
     distinct = [distinct_ids(train), distinct_ids(test)]
     assert distinct[1] > 1.2 * distinct[0]
+    # log1p(value) = location + dense_tail * scale * z, scale >= 0.5, z shifted by 1.0.
+    moved = 0.25 * DATA_CONFIG.synthetic.dense_tail
     for name in DATA_CONFIG.dense_features:
         assert (
             np.log1p(test.column(name).to_numpy()).mean()
-            > np.log1p(train.column(name).to_numpy()).mean() + 0.3
+            > np.log1p(train.column(name).to_numpy()).mean() + moved
         )
     # Without a shift the "shifted" split is an ordinary one; a run's test split is shifted.
-    assert generate_synthetic(DATA_CONFIG, 500, seed=13, shifted=True).equals(
-        generate_synthetic(DATA_CONFIG, 500, seed=13)
+    unshifted = replace(
+        DATA_CONFIG, synthetic=replace(DATA_CONFIG.synthetic, test_shift=0.0)
+    )
+    assert generate_synthetic(unshifted, 500, seed=13, shifted=True).equals(
+        generate_synthetic(unshifted, 500, seed=13)
     )
     small = replace(shifted, train_examples=100, eval_examples=300)
     assert RunData.synthetic(small).test.table.equals(
