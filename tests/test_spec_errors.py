@@ -64,6 +64,17 @@ CASES = {
     "bad monitor": (_set("hyperparameters", {"monitor": "accuracy"}), "hyperparameters.monitor: Input should be 'logloss' or 'auc'"),
     "bad embedding optimizer": (_set("hyperparameters", {"embedding_optimizer": "sgd"}), "hyperparameters.embedding_optimizer: Input should be"),
     "zero epochs": (_set("hyperparameters", {"epochs": 0}), "hyperparameters.epochs: Input should be greater than or equal to 1"),
+    "synthetic unknown knob": (_set("synthetic", {"noise": 0.1}), "synthetic.noise: unknown key"),
+    "cross of no feature": (_set("synthetic", {"crosses": [{"fields": ["user_id", "price"], "strength": 1.0}]}), "synthetic.crosses[0].fields: 'price' is not a sparse feature"),
+    "cross of one field": (_set("synthetic", {"crosses": [{"fields": ["user_id"], "strength": 1.0}]}), "synthetic.crosses[0].fields: needs at least 2 item(s)"),
+    "cross field twice": (_set("synthetic", {"crosses": [{"fields": ["user_id", "user_id"], "strength": 1.0}]}), "synthetic.crosses[0].fields: a field is listed twice"),
+    "negative cross strength": (_set("synthetic", {"crosses": [{"fields": ["user_id", "item_id"], "strength": -1}]}), "synthetic.crosses[0].strength: Input should be greater than or equal to 0"),
+    "correlation above 1": (_set("synthetic", {"objective_correlation": 1.5}), "synthetic.objective_correlation: Input should be less than or equal to 1"),
+    "label noise of a half": (_set("synthetic", {"label_noise": 0.5}), "synthetic.label_noise: Input should be less than 0.5"),
+    "label noise above the rate": (_set("synthetic", {"label_noise": 0.3}), "synthetic.label_noise: 0.3 is not below every label rate (lowest 0.25)"),
+    "bag lengths reversed": (_set("synthetic", {"bag_lengths": [5, 2]}), "synthetic.bag_lengths: [5, 2] is not [min, max]"),
+    "zero dense tail": (_set("synthetic", {"dense_tail": 0}), "synthetic.dense_tail: Input should be greater than 0"),
+    "mistyped shift": (_set("synthetic", {"test_shift": "big"}), "synthetic.test_shift: Input should be a valid number"),
 }
 
 

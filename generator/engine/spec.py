@@ -138,6 +138,44 @@ class DataSpec(_Strict):
     unknown_ids: dict[str, int] = Field(default_factory=dict)  # sparse feature -> its unknown id
 
 
+class Cross(_Strict):
+    """A feature cross of the synthetic world: the labels depend on these sparse fields jointly."""
+
+    fields: list[str] = Field(min_length=2, max_length=4)
+    strength: float = Field(ge=0, le=5)  # logit standard deviation of the cross
+
+    _int_is_fine = field_validator("strength", mode="before")(lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+
+
+class SyntheticSpec(_Strict):
+    """Knobs of the model's synthetic world; unset ones keep the template's defaults."""
+
+    crosses: list[Cross] | None = None  # default: the two smallest-cardinality sparse features at 0.6
+    dense_cross: float | None = Field(default=None, ge=0, le=5)  # z_0 * z_1 of the first two dense features
+    objective_correlation: float | None = Field(default=None, ge=0, le=1)  # shared share of effect variance
+    label_noise: float | None = Field(default=None, ge=0, lt=0.5)  # probability that a label is flipped
+    dense_tail: float | None = Field(default=None, gt=0, le=3)  # spread of log(1 + dense value), x the default
+    bag_lengths: list[int] | None = Field(default=None, min_length=2, max_length=2)  # [min, max] ids per bag
+    test_shift: float | None = Field(default=None, ge=0, le=3)  # covariate shift of the test split
+
+    @field_validator("dense_cross", "objective_correlation", "label_noise", "dense_tail", "test_shift", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("bag_lengths")
+    @classmethod
+    def _bag_lengths(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not 1 <= value[0] <= value[1] <= 100:
+            raise ValueError(f"{value} is not [min, max] with 1 <= min <= max <= 100")
+        return value
+
+
+def default_label_rates(num_objectives: int) -> list[float]:
+    """The template's synthetic label rates: geometric from 0.25 (first) to 0.05 (last)."""
+    return [0.25 * 0.2 ** (index / max(num_objectives - 1, 1)) for index in range(num_objectives)]
+
+
 class ModelSpec(_Strict):
     """A model's inputs: objectives, features, serving budget and techniques."""
 
@@ -150,6 +188,7 @@ class ModelSpec(_Strict):
     techniques: list[TechniqueUse] = Field(default_factory=list)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     data: DataSpec = Field(default_factory=DataSpec)
+    synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
 
     @field_validator("model_name")
     @classmethod
@@ -181,6 +220,7 @@ class ModelSpec(_Strict):
         if rates is not None and len(rates) != len(self.objectives):
             raise _FieldProblem("hyperparameters.label_rates", f"has {len(rates)} rate(s) but the model has {len(self.objectives)} objective(s); give one per objective")
         self._check_data()
+        self._check_synthetic()
         used: set[str] = set()
         for index, use in enumerate(self.techniques):
             if use.name in used:
@@ -208,6 +248,20 @@ class ModelSpec(_Strict):
                 raise _FieldProblem(f"data.unknown_ids.{name}", f"{name!r} is not a sparse feature of this model; use one of {', '.join(sparse)}")
             if not 0 <= unknown < sparse[name].cardinality:
                 raise _FieldProblem(f"data.unknown_ids.{name}", f"{unknown} is outside [0, {sparse[name].cardinality}), the feature's ids")
+
+    def _check_synthetic(self) -> None:
+        sparse = [feature.name for feature in self.sparse_features]
+        for index, cross in enumerate(self.synthetic.crosses or []):
+            where = f"synthetic.crosses[{index}].fields"
+            for name in cross.fields:
+                if name not in sparse:
+                    raise _FieldProblem(where, f"{name!r} is not a sparse feature of this model; use some of {', '.join(sparse)}")
+            if len(set(cross.fields)) != len(cross.fields):
+                raise _FieldProblem(where, "a field is listed twice; a cross joins distinct fields")
+        noise = self.synthetic.label_noise or 0.0
+        rates = self.hyperparameters.label_rates or default_label_rates(len(self.objectives))
+        if noise and noise >= min(rates):
+            raise _FieldProblem("synthetic.label_noise", f"{noise} is not below every label rate (lowest {min(rates):g}); flipped labels alone would exceed it")
 
     @property
     def technique_names(self) -> list[str]:

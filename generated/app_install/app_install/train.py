@@ -713,11 +713,14 @@ class RunData:
     def synthetic(cls, config: ModelConfig) -> "RunData":
         """config.train_examples training and config.eval_examples validation and test
         examples: independent samples of the model's synthetic world (seeds
-        config.seed, + 1 and + 2)."""
+        config.seed, + 1 and + 2; the test split from the shifted distribution of
+        config.synthetic.test_shift)."""
         return cls(
             train=Examples.synthetic(config, config.train_examples, config.seed),
             valid=Examples.synthetic(config, config.eval_examples, config.seed + 1),
-            test=Examples.synthetic(config, config.eval_examples, config.seed + 2),
+            test=Examples.synthetic(
+                config, config.eval_examples, config.seed + 2, shifted=True
+            ),
         )
 
 

@@ -247,7 +247,12 @@ def _run(args: argparse.Namespace, config: ModelConfig) -> int:
             for offset, (split, rows) in enumerate(zip(SPLITS, sizes)):
                 path = args.directory / f"{split}.parquet"
                 write_synthetic(
-                    config, path, rows, config.seed + offset, args.row_group_size
+                    config,
+                    path,
+                    rows,
+                    config.seed + offset,
+                    args.row_group_size,
+                    shifted=split == "test",
                 )
                 print(f"wrote {path} ({rows} examples) and its optimal metrics")
         elif args.command == "export":

@@ -135,10 +135,12 @@ class Examples:
         return cls(None, path, rows, optimal, hash_raw_ids)
 
     @classmethod
-    def synthetic(cls, config: ModelConfig, num_examples: int, seed: int) -> "Examples":
-        """num_examples synthetic examples drawn with seed (generate_synthetic), with
-        their optimal metrics."""
-        table, probabilities = sample_synthetic(config, num_examples, seed)
+    def synthetic(
+        cls, config: ModelConfig, num_examples: int, seed: int, shifted: bool = False
+    ) -> "Examples":
+        """num_examples synthetic examples drawn with seed (generate_synthetic; shifted:
+        from the test distribution), with their optimal metrics."""
+        table, probabilities = sample_synthetic(config, num_examples, seed, shifted)
         return cls(
             table, None, table.num_rows, optimal_metrics(config, table, probabilities)
         )

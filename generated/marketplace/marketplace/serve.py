@@ -31,8 +31,9 @@ def example_inputs(
 ) -> ModelInputs:
     """Model inputs (dense B X N, sparse_values, sparse_offsets) of a synthetic batch.
 
-    Multi-valued features carry as many ids as the synthetic data (1 to 5, 3 on
-    average), which sets the pooling share of the measured FLOPs.
+    Multi-valued features carry as many ids as the synthetic data
+    (config.synthetic.bag_lengths; 1 to 5 by default), which sets the pooling share of
+    the measured FLOPs.
     """
     table = generate_synthetic(config, batch_size, seed)
     batch = next(table_to_batches(table, batch_size))

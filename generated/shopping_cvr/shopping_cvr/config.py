@@ -49,6 +49,36 @@ class ServingBudget:
 
 
 @dataclass(frozen=True)
+class Cross:
+    """A feature cross of the synthetic world: labels depend on these sparse fields
+    jointly (a product of per-id factors), with this logit standard deviation."""
+
+    fields: tuple[str, ...]
+    strength: float
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Knobs of the model's synthetic world (synthetic.py; the spec's synthetic: section).
+
+    crosses: pairwise (two fields) and higher-order feature crosses. dense_cross: logit
+    std of z_0 * z_1 of the first two dense features. objective_correlation: share of
+    the per-id and dense effects' variance common to all objectives. label_noise:
+    probability that a label is flipped. dense_tail: spread of log(1 + dense value)
+    relative to the default (above 1: heavier tails). bag_lengths: fewest and most ids
+    of a multi-valued feature. test_shift: covariate shift of the test split.
+    """
+
+    crosses: tuple[Cross, ...] = ()
+    dense_cross: float = 0.6
+    objective_correlation: float = 0.5
+    label_noise: float = 0.0
+    dense_tail: float = 1.0
+    bag_lengths: tuple[int, int] = (1, 5)
+    test_shift: float = 0.0
+
+
+@dataclass(frozen=True)
 class FinalmlpParams:
     """Params of technique finalmlp 1.0.0 for this model."""
 
@@ -182,6 +212,17 @@ class ModelConfig:
     label_rates: tuple[float, ...] = (
         0.25,
         0.05,
+    )
+    # The synthetic world's structure: crosses, objective correlation, label noise,
+    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    synthetic: SyntheticSpec = SyntheticSpec(
+        crosses=(Cross(fields=("brand_id", "cart_products"), strength=0.6),),
+        dense_cross=0.6,
+        objective_correlation=0.1,
+        label_noise=0.0,
+        dense_tail=1.0,
+        bag_lengths=(1, 5),
+        test_shift=0.0,
     )
     finalmlp: FinalmlpParams = FinalmlpParams()
     lr_warmup_cosine: LrWarmupCosineParams = LrWarmupCosineParams()

@@ -123,7 +123,8 @@ def test_synthetic_data_is_deterministic_and_laid_out_by_config():
         assert 0 <= min(ids.to_pylist()) and max(ids.to_pylist()) < feature.cardinality
         if feature.multi_valued:
             lengths = np.diff(column.offsets.to_numpy())
-            assert lengths.min() >= 1 and lengths.max() <= 5
+            shortest, longest = CONFIG.synthetic.bag_lengths
+            assert lengths.min() >= shortest and lengths.max() <= longest
 
 
 def test_batches_round_trip_through_parquet(tmp_path):

@@ -2,7 +2,8 @@
 # Template 0.2.0, file tests/test_data.py; techniques applied to this file: none.
 # To change it, edit the model's spec (.copier-answers.yml), the template or a technique, then run `smt generate`.
 """Tests of video_vtr's data: schema checks, id hashing, the streaming reader and the
-synthetic data's label rates and known optimal logloss."""
+synthetic data's label rates, known optimal logloss and world knobs (crosses, objective
+correlation, label noise, dense tails, bag lengths, test shift)."""
 
 import json
 from dataclasses import replace
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from video_vtr import ModelConfig
-from video_vtr.config import SparseFeature
+from video_vtr.config import Cross, Objective, SparseFeature, SyntheticSpec
 from video_vtr.data import (
     Examples,
     SchemaError,
@@ -24,6 +25,7 @@ from video_vtr.data import (
     column_names,
     generate_synthetic,
     hash_ids,
+    optimal_metrics,
     optimal_path,
     read_parquet,
     sample_synthetic,
@@ -32,7 +34,7 @@ from video_vtr.data import (
     write_parquet,
     write_synthetic,
 )
-from video_vtr.train import build_model
+from video_vtr.train import RunData, build_model
 
 CONFIG = ModelConfig()
 ROWS = 500
@@ -395,6 +397,193 @@ def test_synthetic_ids_follow_a_power_law():
     # ids are never drawn.
     assert counts[:100].sum() > 0.5 * counts.sum()
     assert (counts == 0).sum() > 1000
+
+
+def small_world(objectives: int = 1, cardinality: int = 10, **knobs) -> ModelConfig:
+    """CONFIG reduced to two single-valued sparse fields a, b and no dense features, with
+    the given synthetic knobs: small enough to fit a model of the world exactly."""
+    features = tuple(SparseFeature(name, cardinality, 4, False) for name in ("a", "b"))
+    return replace(
+        CONFIG,
+        objectives=tuple(Objective(f"o{index}", 1.0) for index in range(objectives)),
+        label_columns=tuple(f"label_o{index}" for index in range(objectives)),
+        label_rates=(0.3,) * objectives,
+        sparse_features=features,
+        dense_features=(),
+        dense_columns=(),
+        synthetic=SyntheticSpec(**{"crosses": (), **knobs}),
+    )
+
+
+def main_effects_logloss(config: ModelConfig, table: pa.Table) -> float:
+    """Logloss of the best logistic model of the first label on one effect per id of a
+    and of b (no cross term), fitted on the table itself."""
+    a = torch.tensor(table.column("a").to_numpy())
+    b = torch.tensor(table.column("b").to_numpy())
+    labels = torch.tensor(table.column("label_o0").to_numpy(), dtype=torch.float64)
+    size = config.sparse_features[0].cardinality
+    weights = torch.zeros(2 * size + 1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weights], max_iter=200, line_search_fn="strong_wolfe"
+    )
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = weights[-1] + weights[a] + weights[size + b]
+        value = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return float(loss().detach())
+
+
+def bayes_logloss(
+    config: ModelConfig, table: pa.Table, probabilities: np.ndarray
+) -> float:
+    return optimal_metrics(config, table, probabilities)["o0"]["bayes_logloss"]
+
+
+def test_a_cross_makes_labels_depend_on_the_pair():
+    """With a strong cross of a and b, a model of a's and b's main effects falls short of
+    the true probabilities; without it, it reaches them."""
+    gaps = {}
+    for strength in (0.0, 2.0):
+        config = small_world(crosses=(Cross(("a", "b"), strength),))
+        table, probabilities = sample_synthetic(config, 20000, seed=5)
+        gaps[strength] = main_effects_logloss(config, table) - bayes_logloss(
+            config, table, probabilities
+        )
+    assert gaps[0.0] < 0.005
+    assert gaps[2.0] > 0.03
+
+
+def test_a_higher_order_cross_is_not_a_sum_of_pairs():
+    """What a three-field cross adds to the logits is not explained by any sum of
+    pairwise cell effects of a, b, c; what pairwise crosses add is."""
+    features = tuple(SparseFeature(name, 10, 4, False) for name in ("a", "b", "c"))
+
+    def cross_logits(*crosses: Cross) -> tuple[pa.Table, np.ndarray]:
+        config = replace(small_world(crosses=crosses), sparse_features=features)
+        table, probabilities = sample_synthetic(config, 5000, seed=6)
+        return table, np.log(probabilities / (1 - probabilities))[:, 0]
+
+    table, without = cross_logits()
+    ids = {name: table.column(name).to_numpy() for name in "abc"}
+    cells = np.zeros(
+        (table.num_rows, 300)
+    )  # one column per (pair of fields, pair of ids)
+    for index, (x, y) in enumerate((("a", "b"), ("a", "c"), ("b", "c"))):
+        cells[np.arange(table.num_rows), 100 * index + 10 * ids[x] + ids[y]] = 1
+
+    def unexplained(*crosses: Cross) -> float:
+        added = cross_logits(*crosses)[1] - without
+        fit, *_ = np.linalg.lstsq(cells, added, rcond=None)
+        return float((added - cells @ fit).var() / added.var())
+
+    pairs = [Cross(pair, 1.5) for pair in (("a", "b"), ("b", "c"), ("a", "c"))]
+    assert unexplained(*pairs) < 1e-6
+    assert unexplained(Cross(("a", "b", "c"), 1.5)) > 0.15
+
+
+def test_label_noise_raises_the_optimal_logloss_and_keeps_the_rate():
+    results = {}
+    for noise in (0.0, 0.2):
+        config = small_world(label_noise=noise)
+        table, probabilities = sample_synthetic(config, 20000, seed=7)
+        results[noise] = bayes_logloss(config, table, probabilities)
+        assert table.column("label_o0").to_numpy().mean() == pytest.approx(
+            0.3, abs=0.015
+        )
+        # The optimum is the probability of the noisy label: never below noise.
+        assert probabilities.min() >= noise and probabilities.max() <= 1 - noise
+    assert results[0.2] > results[0.0] + 0.05
+
+
+def test_objective_correlation_correlates_the_objectives():
+    def correlation(shared: float) -> float:
+        config = small_world(
+            objectives=2, cardinality=300, objective_correlation=shared
+        )
+        _, probabilities = sample_synthetic(config, 20000, seed=8)
+        logits = np.log(probabilities / (1 - probabilities))
+        return float(np.corrcoef(logits.T)[0, 1])
+
+    assert correlation(0.9) > correlation(0.1) + 0.4
+
+
+def test_bag_lengths_are_as_configured():
+    config = replace(
+        DATA_CONFIG, synthetic=replace(DATA_CONFIG.synthetic, bag_lengths=(2, 7))
+    )
+    lengths = pc.list_value_length(
+        generate_synthetic(config, 2000, seed=9).column(MULTI.name)
+    )
+    assert (pc.min(lengths).as_py(), pc.max(lengths).as_py()) == (2, 7)
+    default = pc.list_value_length(
+        generate_synthetic(DATA_CONFIG, 2000, seed=9).column(MULTI.name)
+    )
+    assert (
+        pc.min(default).as_py(),
+        pc.max(default).as_py(),
+    ) == DATA_CONFIG.synthetic.bag_lengths
+
+
+def test_dense_tail_widens_the_log_of_dense_values():
+    if not CONFIG.dense_features:
+        pytest.skip("the model has no dense features")
+    name = CONFIG.dense_features[0]
+
+    def spread(tail: float) -> float:
+        config = replace(CONFIG, synthetic=replace(CONFIG.synthetic, dense_tail=tail))
+        return float(
+            np.log1p(
+                generate_synthetic(config, 5000, seed=10).column(name).to_numpy()
+            ).std()
+        )
+
+    assert spread(2.0) == pytest.approx(4 * spread(0.5), rel=0.1)
+
+
+def test_test_shift_moves_the_test_split_only():
+    shifted = replace(
+        DATA_CONFIG, synthetic=replace(DATA_CONFIG.synthetic, test_shift=1.0)
+    )
+    train = generate_synthetic(shifted, 5000, seed=13)
+    test = generate_synthetic(shifted, 5000, seed=13, shifted=True)
+    assert train.equals(
+        generate_synthetic(
+            replace(shifted, synthetic=DATA_CONFIG.synthetic), 5000, seed=13
+        )
+    )
+    # Rarer ids are more common in the shifted split, dense values larger.
+    widest = max(DATA_CONFIG.sparse_features, key=lambda f: f.cardinality)
+
+    def distinct_ids(table: pa.Table) -> int:
+        column = table.column(widest.name)
+        ids = pc.list_flatten(column) if widest.multi_valued else column
+        return len(np.unique(ids.to_numpy()))
+
+    distinct = [distinct_ids(train), distinct_ids(test)]
+    assert distinct[1] > 1.2 * distinct[0]
+    # log1p(value) = location + dense_tail * scale * z, scale >= 0.5, z shifted by 1.0.
+    moved = 0.25 * DATA_CONFIG.synthetic.dense_tail
+    for name in DATA_CONFIG.dense_features:
+        assert (
+            np.log1p(test.column(name).to_numpy()).mean()
+            > np.log1p(train.column(name).to_numpy()).mean() + moved
+        )
+    # Without a shift the "shifted" split is an ordinary one; a run's test split is shifted.
+    unshifted = replace(
+        DATA_CONFIG, synthetic=replace(DATA_CONFIG.synthetic, test_shift=0.0)
+    )
+    assert generate_synthetic(unshifted, 500, seed=13, shifted=True).equals(
+        generate_synthetic(unshifted, 500, seed=13)
+    )
+    small = replace(shifted, train_examples=100, eval_examples=300)
+    assert RunData.synthetic(small).test.table.equals(
+        generate_synthetic(small, 300, small.seed + 2, shifted=True)
+    )
 
 
 def test_data_conventions_name_the_columns_of_files(tmp_path):
