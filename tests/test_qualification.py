@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from generator import representatives, trials
 from generator.engine import SmtError
@@ -157,13 +158,19 @@ def test_qualify_refuses_an_unknown_technique_and_writes_nothing(qualify_repo):
     assert not (qualify_repo / "qualification").exists()
 
 
+def technique_version(repo, name: str) -> str:
+    """The technique's version as its technique.yml says (a bump must not break these tests)."""
+    return yaml.safe_load((repo / "techniques" / name / "technique.yml").read_text())["version"]
+
+
 def test_promote_refuses_without_a_passing_record(qualify_repo):
     version = (qualify_repo / "template_repo" / "VERSION").read_text()
     result = run_smt(qualify_repo, "promote", "dcn_v2")
-    assert result.code == 2 and "no qualification record for dcn_v2 1.0.0" in result.err
+    dcn_version = technique_version(qualify_repo, "dcn_v2")
+    assert result.code == 2 and f"no qualification record for dcn_v2 {dcn_version}" in result.err
     records = qualify_repo / "qualification" / "records"
     records.mkdir(parents=True)
-    key = f"1.0.0@template-{version.strip()}"
+    key = f"{dcn_version}@template-{version.strip()}"
     (records / "dcn_v2.json").write_text(json.dumps({key: {"dcn_v2": {"passed": False, "reasons": ["mean gain too small"]}}}))
     failed = run_smt(qualify_repo, "promote", "dcn_v2")
     assert failed.code == 2 and "failed (mean gain too small)" in failed.err
@@ -176,7 +183,7 @@ def test_promote_bumps_the_template_adopts_and_cites_the_report(qualify_repo):
     records = qualify_repo / "qualification" / "records"
     records.mkdir(parents=True)
     record = {"passed": True, "reasons": [], "params": {"rate": 0.2}, "models": ["feed_ctr"], "seeds": 2, "steps": 300, "mean_gain": 0.01, "report": "qualification/reports/x"}
-    (records / "field_dropout.json").write_text(json.dumps({f"1.0.0@template-{version}": {"field_dropout:rate=0.2": record}}))
+    (records / "field_dropout.json").write_text(json.dumps({f"{technique_version(qualify_repo, 'field_dropout')}@template-{version}": {"field_dropout:rate=0.2": record}}))
     assert run_smt(qualify_repo, "promote", "field_dropout").code == 2  # qualified with rate=0.2 only
     result = run_smt(qualify_repo, "promote", "field_dropout:rate=0.2", "--except", "video_vtr", timeout=600)
     assert result.code == 0, result.err
