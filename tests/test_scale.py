@@ -216,7 +216,8 @@ def test_blame_takes_a_range_and_remembers_each_file_by_its_inputs_and_text() ->
     heads = [line for line in result.out.splitlines() if not line.startswith("    ")]
     assert len(heads) == cross - 1
     assert heads[0].startswith("generated/feed_ctr/feed_ctr/model.py:2: header")
-    assert heads[-1] == f"generated/feed_ctr/feed_ctr/model.py:{cross}: technique dcn_v2 1.0.0 (techniques/dcn_v2)"
+    version = yaml.safe_load((REPO / "techniques/dcn_v2/technique.yml").read_text())["version"]
+    assert heads[-1] == f"generated/feed_ctr/feed_ctr/model.py:{cross}: technique dcn_v2 {version} (techniques/dcn_v2)"
     single = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
     assert single.out.splitlines()[0] == heads[-1]
     assert run_smt(REPO, "blame", "generated/feed_ctr/feed_ctr/model.py:5-4").code == 2

@@ -62,15 +62,17 @@ def test_a_change_without_a_version_bump_fails_and_check_names_affected_models(r
 
     lock = run_smt(repo_copy, "techniques", "lock", "--check")
     assert lock.code == 1
-    assert "dcn_v2 changed but its version is still 1.0.0; bump version" in lock.out
+    version = yaml.safe_load((repo_copy / "techniques/dcn_v2/technique.yml").read_text())["version"]
+    assert f"dcn_v2 changed but its version is still {version}; bump version" in lock.out
     assert run_smt(repo_copy, "techniques", "lock").code == 2  # refuses to record an unbumped change
 
     check = run_smt(repo_copy, "check")
     assert check.code == 1
-    assert "technique dcn_v2 changed since version 1.0.0 was recorded; it affects 2 model(s): app_install, feed_ctr" in check.out
+    assert f"technique dcn_v2 changed since version {version} was recorded; it affects 2 model(s): app_install, feed_ctr" in check.out
 
     meta = repo_copy / "techniques/dcn_v2/technique.yml"
-    meta.write_text(meta.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    major, minor, micro = version.split(".")
+    meta.write_text(meta.read_text().replace(f"version: {version}", f"version: {major}.{minor}.{int(micro) + 1}"))
     assert run_smt(repo_copy, "techniques", "lock").code == 0
     assert run_smt(repo_copy, "techniques", "lock", "--check").code == 0
 
@@ -81,12 +83,13 @@ def test_blame_names_technique_template_and_config_params() -> None:
     over = next(i for i, line in enumerate(model_py, 1) if line.startswith("class OverArch"))
     result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
     assert result.code == 0, result.err
-    assert "technique dcn_v2 1.0.0 (techniques/dcn_v2)" in result.out
+    version = yaml.safe_load((REPO / "techniques/dcn_v2/technique.yml").read_text())["version"]
+    assert f"technique dcn_v2 {version} (techniques/dcn_v2)" in result.out
     result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{over}")
     assert "template (template_repo/template/{{ model_name }}/model.py.jinja)" in result.out
     config_py = (REPO / "generated/feed_ctr/feed_ctr/config.py").read_text().splitlines()
     field = next(i for i, line in enumerate(config_py, 1) if "dcn_v2: DcnV2Params" in line)
-    assert "technique dcn_v2 1.0.0" in run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/config.py:{field}").out
+    assert f"technique dcn_v2 {version}" in run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/config.py:{field}").out
     bad = run_smt(REPO, "blame", "generated/feed_ctr/feed_ctr/model.py:999999")
     assert bad.code == 2 and "the file has" in bad.err
 
