@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from generator.engine import SmtError
+from generator.fleet import Fleet
 from generator.qualification import Criterion
 from generator.tuning import objective
+from generator.tuning import study as study_module
 from generator.tuning.apply import template_defaults, with_template_defaults
 from generator.tuning.space import Setting, parse_space, with_defaults
 from generator.tuning.study import open_study
@@ -199,3 +201,64 @@ def test_per_model_apply_writes_each_winner_into_its_own_spec(tune_repo):
     assert (tune_repo / "template_repo/template/{{ model_name }}/config.py.jinja").read_text() == template
     assert run_smt(tune_repo, "check").code == 0
 
+
+
+def _run_in_order(per_model: dict[str, float], measured: list[str]):
+    """An objective that measures models a, b, c through smt tune's own loop (measure_in_order)."""
+
+    def run(trial):
+        def measure(name):
+            measured.append(name)
+            return _score(name, per_model[name])
+
+        return objective.value(study_module.measure_in_order(trial, sorted(per_model), measure, CRITERION, progress=False))
+
+    return run
+
+
+def test_a_hopeless_trial_is_pruned_after_its_first_model(tmp_path):
+    """Two trials at -1 % on every model, then one whose first model is +5 %: the median pruner
+    stops it before b and c train; what it measured stays on the trial. A good trial runs to the end."""
+    study = open_study("prune", f"sqlite:///{tmp_path / 'p.db'}", seed=0)
+    measured: list[str] = []
+    study.optimize(_run_in_order({"a": -0.01, "b": -0.01, "c": -0.01}, measured), n_trials=2)
+    assert measured == ["a", "b", "c"] * 2
+
+    measured.clear()
+    study.optimize(_run_in_order({"a": 0.05, "b": -0.01, "c": -0.01}, measured), n_trials=1)
+    hopeless = study.trials[-1]
+    assert measured == ["a"]
+    assert hopeless.state == optuna.trial.TrialState.PRUNED
+    assert [s["model"] for s in hopeless.user_attrs[objective.MODELS_ATTR]] == ["a"]
+
+    measured.clear()
+    study.optimize(_run_in_order({"a": -0.02, "b": -0.02, "c": -0.02}, measured), n_trials=1)
+    assert measured == ["a", "b", "c"]
+    assert study.best_trial.number == 3 and study.best_value == pytest.approx(-0.02)
+
+
+def test_technique_params_in_the_space_reach_every_model_the_technique_applies_to(tmp_path):
+    """tune.yml's technique section: a trial's field_dropout rate is set on feed_ctr (which uses it)
+    and adopted, at that rate, by another eligible model (as smt promote would); the spec keys a
+    trial does not tune are left alone."""
+    space = parse_space({"technique": {"name": "field_dropout", "params": {"rate": {"type": "float", "low": 0.0, "high": 0.2}}}})
+    assert [name for name, _ in space.dimensions()] == ["field_dropout.rate"]
+    chooser = optuna.create_study()
+    chooser.enqueue_trial({"field_dropout.rate": 0.15})
+    trial = chooser.ask()
+    setting = study_module.suggest(trial, space)
+    assert setting.technique == "field_dropout" and setting.technique_params == {"rate": 0.15}
+
+    fleet = Fleet(REPO)
+    entries = fleet.models(["feed_ctr", "video_vtr"])
+    evaluator = study_module.Evaluator(fleet, entries, CRITERION, steps=5, seeds=1, scratch=tmp_path)
+    evaluator.template = template_defaults(REPO)
+    rendered = evaluator.candidates(setting, 0)
+    for name in ("feed_ctr", "video_vtr"):
+        answers, tree, _ = rendered[name]
+        uses = {use["name"]: use.get("params", {}) for use in answers["techniques"]}
+        assert uses["field_dropout"] == {"rate": 0.15}, name
+        config = tree[f"{name}/config.py"]
+        assert "rate: float = 0.15" in config, name
+    before = {use["name"] for use in entries[1].answers["techniques"]}
+    assert {use["name"] for use in rendered["video_vtr"][0]["techniques"]} == before | {"field_dropout"}

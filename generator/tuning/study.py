@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .. import trials
@@ -146,30 +147,44 @@ class Evaluator:
         return objective.ModelScore(name, result.rel_logloss.mean, result.rel_logloss.se, base.mflops, mflops, max_mflops, result.error)
 
 
-def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
-    """The Optuna objective: suggest, render, measure capacity, then train model by model, reporting
-    the running mean after each model so MedianPruner can stop a hopeless trial early."""
+def measure_in_order(trial: Any, names: list[str], measure: Callable[[str], objective.ModelScore], criterion: Criterion, progress: bool = True) -> list[objective.ModelScore]:
+    """Measure the models one by one, reporting the running mean after each but the last so the
+    study's pruner (MedianPruner) can stop a hopeless trial before it trains the rest; a pruned
+    trial keeps what it measured (user_attrs) and raises ``optuna.TrialPruned``."""
     import optuna
+
+    started = time.perf_counter()
+    scores: list[objective.ModelScore] = []
+    for step, name in enumerate(names):
+        score = measure(name)
+        scores.append(score)
+        trial.set_user_attr(objective.MODELS_ATTR, [asdict(s) for s in scores])  # visible to other workers while running
+        running = objective.value(scores)
+        if progress:
+            print(f"trial {trial.number}: {name} {score.change:+.3%} (running mean {running:+.3%}, {time.perf_counter() - started:.0f}s)", file=sys.stderr)
+        if math.isfinite(running) and step < len(names) - 1:
+            trial.report(running, step)
+            if trial.should_prune():
+                objective.record(trial, scores, criterion)
+                raise optuna.TrialPruned(f"running mean {running:+.3%} after {step + 1} of {len(names)} model(s)")
+    objective.record(trial, scores, criterion)
+    return scores
+
+
+def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
+    """The Optuna objective: suggest, render, measure capacity, then train model by model
+    (``measure_in_order``: pruned on the running mean)."""
 
     def run(trial: Any) -> float:
         setting = suggest(trial, space)
-        started = time.perf_counter()
         rendered = evaluator.candidates(setting, trial.number)
         capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity")
-        scores: list[objective.ModelScore] = []
-        for step, (name, (_, tree, folder)) in enumerate(rendered.items()):
-            score = evaluator.measure_model(name, tree, folder, float(capacity[str(folder)]["mflops"]))
-            scores.append(score)
-            trial.set_user_attr(objective.MODELS_ATTR, [asdict(s) for s in scores])  # visible to other workers while running
-            running = objective.value(scores)
-            if evaluator.progress:
-                print(f"trial {trial.number}: {name} {score.change:+.3%} (running mean {running:+.3%}, {time.perf_counter() - started:.0f}s)", file=sys.stderr)
-            if math.isfinite(running) and step < len(rendered) - 1:
-                trial.report(running, step)
-                if trial.should_prune():
-                    objective.record(trial, scores, evaluator.criterion)
-                    raise optuna.TrialPruned()
-        objective.record(trial, scores, evaluator.criterion)
+
+        def measure(name: str) -> objective.ModelScore:
+            _, tree, folder = rendered[name]
+            return evaluator.measure_model(name, tree, folder, float(capacity[str(folder)]["mflops"]))
+
+        scores = measure_in_order(trial, list(rendered), measure, evaluator.criterion, evaluator.progress)
         failed = [s for s in scores if s.error]
         if failed:
             raise SmtError(f"trial {trial.number}: {failed[0].model}: {failed[0].error}")
