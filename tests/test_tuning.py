@@ -1,6 +1,6 @@
 """smt tune: the objective and constraints on fixed per-model numbers, the per-model budget split,
-resuming a study, --apply refusing an infeasible winner and writing a feasible one, and a tiny
-end-to-end run. Real Optuna storages (SQLite files), no mocks; trainings only where named."""
+resuming a study, pruning a hopeless trial, technique params of the space, --apply refusing an
+infeasible winner and writing a feasible one, and a tiny end-to-end run. Real Optuna storages (SQLite files), no mocks; trainings only where named."""
 
 from __future__ import annotations
 
