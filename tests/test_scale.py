@@ -15,6 +15,7 @@ from generator import engine
 from generator.cache import RenderCache
 from generator.engine import pipeline
 from generator.engine.shapes import placeholder_for, shape_of
+from generator.engine.slots import fill_slots, slot_fields
 from generator.fleet import Fleet
 from generator.regeneration import fleet_changes, render_models
 from generator.render import render_model
@@ -72,6 +73,47 @@ def test_a_shaped_render_equals_the_render_without_shapes(name: str, monkeypatch
     plain = render_model(REPO, answers, name)
     assert shaped == plain
     assert any(name in text for text in plain.values())
+
+
+# -- config slots ---------------------------------------------------------------------------------
+
+
+def test_slots_take_every_config_field_and_refuse_a_file_that_does_not_split_cleanly() -> None:
+    text = 'class ModelConfig:\n    """Doc."""\n\n    # why\n    a: int = 1\n    b: tuple[int, ...] = (\n        1,\n    )\n'
+    shape, fields = slot_fields(text)
+    assert shape == 'class ModelConfig:\n    """Doc."""\n\n    # why\n    smt_slot_00000: int = 0\n    smt_slot_00001: int = 0\n'
+    assert fields == ["    a: int = 1\n", "    b: tuple[int, ...] = (\n        1,\n    )\n"]
+    assert fill_slots(shape, fields, lambda field: field) == text
+    assert slot_fields("class ModelConfig:\n    a: int = 1; b: int = 2\n") is None  # one line, two statements
+    assert slot_fields("class Other:\n    a: int = 1\n") is None
+    assert slot_fields("class ModelConfig:\n    smt_slot_00000: int = 1\n") is None
+    assert fill_slots(shape, fields[:1], lambda field: field) is None  # a placeholder without its field
+
+
+# Descriptions from 60 to 130 characters cross every width at which black splits `description: str = "..."`
+# differently; long feature names and many features make the tuples split at every level.
+@pytest.mark.parametrize("width", [60, 83, 91, 97, 101, 104, 130])
+def test_config_formatted_by_slots_equals_formatting_the_whole_file(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = _spec()
+    answers["description"] = ("Installs attributed to an ad, é " * 5)[:width]
+    features = answers["sparse_features"]
+    answers["sparse_features"] = features + [
+        {**features[0], "name": "f" * (width // 3) + str(i), "cardinality": 10 ** (i % 7 + 1)} for i in range(width % 5 + 1)
+    ]
+    seen: list[str] = []
+
+    def slot_fields_seen(text: str):
+        seen.append(text)
+        return slot_fields(text)
+
+    monkeypatch.setattr(pipeline, "slot_fields", slot_fields_seen)
+    engine.use_store(None)
+    slotted = render_model(REPO, answers, MODEL)[f"{MODEL}/config.py"]
+    sources, plan = pipeline.plan_for(REPO, answers)
+    target = "config.py"
+    whole = pipeline.renderer_for(sources)._finish(target, seen[-1], pipeline.relevant_plan(target, plan))
+    assert slotted == whole
+    assert "f" * (width // 3) + "0" in slotted
 
 
 # -- the cache key covers every input -------------------------------------------------------------

@@ -24,6 +24,7 @@ from .errors import SmtError
 from .layout import add_header, format_python
 from .patch import ExtensionPoint, apply_patch, parse_patch
 from .shapes import shape_of, unshape
+from .slots import fill_slots, slot_fields, unwrap_field, wrap_field
 from .store import current_store
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
@@ -326,15 +327,53 @@ class FileRenderer:
     def finish(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None = None) -> str:
         """The final file; ``model_name`` lets files that differ between models only by it share the work."""
         plan = relevant_plan(target, plan)
-        shaped = None
-        if model_name is not None and target != CONFIG_TARGET:
-            shaped = shape_of(model_name, text, technique_texts(plan))
+        if target == CONFIG_TARGET:
+            slotted = self._finish_slotted(target, text, plan, model_name)
+            if slotted is not None:
+                return slotted
+            return self._finish_memo(target, text, plan)
+        return self._finish_named(target, text, plan, model_name)
+
+    def _finish_named(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None) -> str:
+        """Finish ``text`` through its name shape when ``shape_of`` agrees (shapes.py)."""
+        shaped = shape_of(model_name, text, technique_texts(plan)) if model_name is not None else None
         if shaped is not None:
             try:
                 return unshape(str(model_name), self._finish_memo(target, shaped, plan))
             except SmtError as error:  # say it with the model's name, not the placeholder
                 raise SmtError(unshape(str(model_name), str(error))) from None
         return self._finish_memo(target, text, plan)
+
+    def _finish_slotted(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None) -> str | None:
+        """config.py through its slots (slots.py): the shape once per name shape, each field alone;
+        None when the file does not split cleanly or a technique patches config.py itself."""
+        if any(target in a.technique.targets or a.technique.codemod is not None for a in plan):
+            return None
+        split = slot_fields(text)
+        if split is None:
+            return None
+        shape, fields = split
+        return fill_slots(self._finish_named(target, shape, plan, model_name), fields, self._format_field)
+
+    def _format_field(self, field: str) -> str | None:
+        """One ModelConfig field formatted alone (slots.py), memoised and stored like whole files."""
+        key = ("field", hashlib.sha256(field.encode()).hexdigest())
+        result = self._memo.get(key)
+        store = current_store()
+        store_key = hashlib.sha256(f"{self.sources.fingerprint}\0field\0{field}".encode()).hexdigest()
+        if result is None and store is not None:
+            result = store.get(store_key)
+        if result is None:
+            try:
+                result = unwrap_field(format_python(wrap_field(field)))
+            except black.InvalidInput:
+                return None
+            if result is None:
+                return None
+            if store is not None:
+                store.put(store_key, result)
+        self._memo[key] = result
+        return result
 
     def _finish_memo(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
         key = (target, hashlib.sha256(text.encode()).hexdigest(), tuple(applied.key for applied in plan))
