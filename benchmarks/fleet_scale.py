@@ -78,6 +78,13 @@ def example_specs() -> list[dict]:
     return specs
 
 
+def _hyperparameters(features_from: dict, objectives_from: dict) -> dict:
+    """The feature donor's hyperparameters, but label rates (one per objective) from the objectives' donor."""
+    hyper = {k: v for k, v in (features_from.get("hyperparameters") or {}).items() if k != "label_rates"}
+    rates = (objectives_from.get("hyperparameters") or {}).get("label_rates")
+    return {**hyper, "label_rates": rates} if rates else hyper
+
+
 def synthetic_specs(count: int) -> list[dict]:
     """``count`` valid specs mixing the examples' objectives, features and technique sets."""
     sys.path.insert(0, str(REPO))
@@ -98,7 +105,7 @@ def synthetic_specs(count: int) -> list[dict]:
             "sparse_features": [{**feature, "cardinality": int(feature["cardinality"]) * scale} for feature in b["sparse_features"]],
             "dense_features": b.get("dense_features") or [],
             "serving": {"max_params": 50_000_000, "max_mflops_per_example": 50.0},
-            "hyperparameters": {"seed": index % 7, **(b.get("hyperparameters") or {})},
+            "hyperparameters": {"seed": index % 7, **_hyperparameters(b, a)},
         }
         for candidate in (c, a, b):
             techniques = [dict(use) for use in candidate.get("techniques") or []]
