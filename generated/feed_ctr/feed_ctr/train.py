@@ -769,6 +769,29 @@ class RunResult:
         }
 
 
+def init_dense_statistics(
+    model: nn.Module,
+    data: Examples,
+    config: ModelConfig,
+    runtime: Runtime = Runtime(),
+    batches: int = 8,
+) -> None:
+    """Fit the dense preprocessor's statistics on the first train batches, when it has
+    any (the template's DensePreprocessor.fit; a technique's replacement may not). Runs
+    before init_output_bias, whose untrained logits depend on them.
+    """
+    preprocessor = getattr(getattr(model, "dense_arch", None), "preprocessor", None)
+    fit = getattr(preprocessor, "fit", None)
+    if fit is None or config.num_dense_features == 0:
+        return
+    dense = [
+        batch.dense
+        for batch in islice(data.batches(config, config.batch_size), batches)
+    ]
+    if dense:
+        fit(torch.cat(dense).to(runtime.device))
+
+
 def init_output_bias(
     model: nn.Module,
     label_rates: dict[str, float],
@@ -848,6 +871,7 @@ def train(
     if not resume:
         label_rates = data.train.label_rates(config)
         model.to(runtime.device)
+        init_dense_statistics(model, data.train, config, runtime)
         init_output_bias(model, label_rates, data.train, config, runtime)
     model.to(runtime.device)
     torch.manual_seed(config.seed + runtime.rank)
