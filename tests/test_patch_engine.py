@@ -49,7 +49,6 @@ class Base(nn.Module):
 
 POINTS = {
     "Base": ExtensionPoint("Base", "replace", "the base"),
-    "Keep.forward": ExtensionPoint("Keep.forward", "replace", "a method"),
     "after_step": ExtensionPoint("after_step", "hook", "a hook"),
 }
 
@@ -115,15 +114,6 @@ def test_hook_bodies_are_appended_in_order_and_once() -> None:
     assert "# SMT technique demo 1.0.0: inserts into hook after_step." in hook
     assert "# SMT technique other 2.0.0: inserts into hook after_step." in hook
     assert patched(out, first) == out  # idempotent
-
-
-def test_method_extension_point_replaces_only_that_method() -> None:
-    target = TARGET.replace("class Keep(nn.Module):\n    pass", "class Keep(nn.Module):\n    def forward(self, x):\n        return x\n\n    def other(self):\n        return 1")
-    out = patched(target, "class Keep:\n    def forward(self, x):\n        return 2 * x\n")
-    assert "return 2 * x" in out and "def other(self):" in out and "class Keep(nn.Module):" in out
-    assert "replaces extension point Keep.forward." in out
-    with pytest.raises(SmtError, match="Keep.other is not one"):
-        patched(target, "class Keep:\n    def other(self):\n        return 3\n")
 
 
 def test_collision_names_the_technique_that_added_the_name() -> None:

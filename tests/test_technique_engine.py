@@ -1,4 +1,4 @@
-"""Technique composition, provenance, versioning, local techniques and the codemod escape hatch,
+"""Technique composition, provenance, versioning and local techniques,
 driven through the real `smt` CLI on a private copy of the repository."""
 
 from __future__ import annotations
@@ -163,32 +163,6 @@ def test_cycles_missing_requirements_and_renamed_extension_points_are_errors(rep
     result = run_smt(repo_copy, "generate", "notification_open")
     assert result.code == 2
     assert "adds 'OverArch' but nothing uses it" in result.err
-
-
-def test_codemod_escape_hatch(repo_copy: Path) -> None:
-    codemod = '''
-        """Rename the local variable in RankingModel.forward (a change no patch file can express)."""
-
-        import libcst as cst
-
-        TARGETS = ("model.py",)
-
-
-        class Transform(cst.CSTTransformer):
-            def __init__(self, params: dict) -> None:
-                self.new_name = params["name"]
-
-            def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
-                return updated.with_changes(value=self.new_name) if updated.value == "shared" else updated
-    '''
-    meta = _meta("rename_shared", params={"name": {"type": "str", "default": "shared_repr"}})
-    _write_technique(repo_copy / "techniques/rename_shared", meta, codemod__py=codemod)
-    _use(repo_copy, "notification_open", {"name": "rename_shared"})
-    assert run_smt(repo_copy, "generate", "notification_open").code == 0
-    model_py = (repo_copy / "generated/notification_open/notification_open/model.py").read_text()
-    assert "shared_repr = self.over_arch(" in model_py and " shared = " not in model_py
-    assert "rename_shared 1.0.0" in model_py.splitlines()[1]
-    assert run_smt(repo_copy, "check").code == 0
 
 
 def test_techniques_show_prints_everything_a_reviewer_needs() -> None:

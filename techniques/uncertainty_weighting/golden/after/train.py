@@ -261,11 +261,11 @@ def regularization(model: nn.Module, batch: Batch, config: ModelConfig) -> torch
     """
     penalty = torch.zeros((), device=batch.labels.device)
     if config.embedding_regularizer > 0:
-        for tables in model.modules():
-            if isinstance(tables, EmbeddingTables):
-                for name, bag in tables.bags.items():
+        for module in model.modules():
+            if isinstance(module, EmbeddingTables):
+                for name, table in module.tables.items():
                     rows = F.embedding(
-                        batch.sparse_values[name], bag.weight, sparse=True
+                        batch.sparse_values[name], table.weight, sparse=True
                     )
                     scale = config.embedding_regularizer / (2 * batch.batch_size)
                     penalty = penalty + scale * rows.pow(2).sum()
@@ -710,11 +710,14 @@ class RunData:
     def synthetic(cls, config: ModelConfig) -> "RunData":
         """config.train_examples training and config.eval_examples validation and test
         examples: independent samples of the model's synthetic world (seeds
-        config.seed, + 1 and + 2)."""
+        config.seed, + 1 and + 2; the test split from the shifted distribution of
+        config.synthetic.test_shift)."""
         return cls(
             train=Examples.synthetic(config, config.train_examples, config.seed),
             valid=Examples.synthetic(config, config.eval_examples, config.seed + 1),
-            test=Examples.synthetic(config, config.eval_examples, config.seed + 2),
+            test=Examples.synthetic(
+                config, config.eval_examples, config.seed + 2, shifted=True
+            ),
         )
 
 
