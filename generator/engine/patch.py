@@ -277,6 +277,13 @@ def apply_patch(
     module = cst.parse_module(source)
     body = list(module.body)
     where = f"technique {technique} ({target})"
+    # libcst reads comments above a module's first statement as the module's header: give a
+    # provenance comment back to the definition it belongs to, so re-applying finds it.
+    header = list(module.header)
+    owned = next((i for i, line in enumerate(header) if line.comment and line.comment.value.startswith(PROVENANCE_PREFIX)), None)
+    if owned is not None and body:
+        body[0] = body[0].with_changes(leading_lines=[*header[owned:], *body[0].leading_lines])
+        module = module.with_changes(header=header[:owned])
 
     # Imports: add what the target lacks, after its last top-level import.
     existing = {key for statement in body if _is_import(statement) for key in _import_keys(statement)}  # type: ignore[arg-type]

@@ -216,7 +216,7 @@ class OverArch(nn.Module):
         return self.mlp(x)
 
 
-# SMT technique mmoe 1.0.0: replaces extension point TaskTowers.
+# SMT technique mmoe 1.0.1: replaces extension point TaskTowers.
 class TaskTowers(nn.Module):
     """MMoE: experts shared by all objectives, one gate and one tower per objective.
 
@@ -231,11 +231,7 @@ class TaskTowers(nn.Module):
             expert_dim, expert_layers).
         in_dim: width of the over arch output.
 
-    Call Args:
-        shared: tensor of shape B X in_dim.
-
-    Returns:
-        logits, tensor of shape B X T (objective order of config).
+    Call: shared B X in_dim -> logits B X T (objective order of config).
     """
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:

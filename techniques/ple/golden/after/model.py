@@ -216,7 +216,7 @@ class OverArch(nn.Module):
         return self.mlp(x)
 
 
-# SMT technique ple 1.0.0: adds ExtractionLayer.
+# SMT technique ple 1.0.1: adds ExtractionLayer.
 class ExtractionLayer(nn.Module):
     """One PLE extraction layer: per-objective and shared experts, gated per objective.
 
@@ -309,7 +309,7 @@ class ExtractionLayer(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-# SMT technique ple 1.0.0: replaces extension point TaskTowers.
+# SMT technique ple 1.0.1: replaces extension point TaskTowers.
 class TaskTowers(nn.Module):
     """PLE: `config.ple.num_levels` extraction layers, then one tower per objective.
 
@@ -325,11 +325,7 @@ class TaskTowers(nn.Module):
             experts_per_task, shared_experts, expert_dim, expert_layers).
         in_dim: width of the over arch output.
 
-    Call Args:
-        shared: tensor of shape B X in_dim.
-
-    Returns:
-        logits, tensor of shape B X T (objective order of config).
+    Call: shared B X in_dim -> logits B X T (objective order of config).
     """
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:

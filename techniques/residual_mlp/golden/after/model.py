@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .features import DensePreprocessor, EmbeddingTables
 
 
-# SMT technique residual_mlp 1.1.0: adds ResidualBlock.
+# SMT technique residual_mlp 1.1.1: adds ResidualBlock.
 class ResidualBlock(nn.Module):
     """One pre-norm residual layer: Dropout(ReLU(Linear(LayerNorm(x)))) + skip(x).
 
@@ -56,7 +56,7 @@ class ResidualBlock(nn.Module):
         return self.dropout(torch.relu(self.linear(self.norm(x)))) + self.skip(x)
 
 
-# SMT technique residual_mlp 1.1.0: replaces extension point MLP.
+# SMT technique residual_mlp 1.1.1: replaces extension point MLP.
 class MLP(nn.Module):
     """Stack of ResidualBlocks, one per entry of layer_sizes.
 
@@ -67,12 +67,8 @@ class MLP(nn.Module):
         batch_norm: accepted for the template's MLP contract and ignored: every
             block already normalizes its input with LayerNorm.
 
-    Call Args:
-        x: tensor of shape B X in_dim.
-
-    Returns:
-        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
-        (in_dim when layer_sizes is empty).
+    Call: x B X in_dim -> B X output_dim, output_dim = layer_sizes[-1] (in_dim
+    when layer_sizes is empty).
     """
 
     def __init__(
