@@ -167,7 +167,7 @@ def check(
     try:
         fleet = _fleet(no_cache)
         results = _changes(fleet, models, "check:", jobs)
-        drift = template_drift(fleet.root, engine.load_sources(fleet.root).library)
+        drift = template_drift(fleet.root, engine.load_library(fleet.root / engine.TECHNIQUES_DIR))
     except SmtError as error:
         raise _fail(error)
     for problem in drift:  # generated/ may be in sync: the technique's copy hides the template change

@@ -10,6 +10,7 @@ version of that definition, so the change would silently skip every model using 
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .engine import SmtError, Technique
+from .engine import TEMPLATE_DIR, SmtError, Technique
 from .reference import template_definitions
 
 LOCK_FILE = Path("techniques") / "fingerprints.yml"
@@ -64,25 +65,41 @@ def version_problems(root: Path, library: Mapping[str, Technique]) -> list[Versi
 
 def replaced_definitions(root: Path, library: Mapping[str, Technique]) -> dict[str, dict[str, str | None]]:
     """Technique -> {"<target>:<name>": fingerprint of the template's definition it replaces} (None
-    where the template no longer defines it)."""
-    from .engine import load_sources  # noqa: PLC0415 - libcst, only when asked
-    from .engine.patch import parse_patch  # noqa: PLC0415
-
-    points = load_sources(root).extension_points
+    where the template no longer defines it). Reads patches with ``ast`` and the extension points
+    with PyYAML, so that ``smt check`` on a fleet the cache vouches for imports neither libcst nor black."""
+    kinds = _point_kinds(root)
     replaced: dict[str, list[tuple[str, str]]] = {}
     for name, technique in library.items():
-        replaced[name] = [
+        replaced[name] = sorted(
             (target, point)
             for target, source in technique.patches
-            for point, _ in parse_patch(source, str(technique.directory / target)).definitions
-            if getattr(points.get(target, {}).get(point), "kind", None) == "replace"
-        ]
+            for point in _defined_names(source, technique.directory / target)
+            if kinds.get(target, {}).get(point) == "replace"
+        )
     targets = sorted({target for pairs in replaced.values() for target, _ in pairs})
     template = template_definitions(root, targets) if targets else {}
+    return {name: {f"{target}:{point}": template[target].get(point) for target, point in pairs} for name, pairs in replaced.items()}
+
+
+def _point_kinds(root: Path) -> dict[str, dict[str, str]]:
+    path = root / TEMPLATE_DIR / "extension_points.yml"
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
     return {
-        name: {f"{target}:{point}": template[target].get(point) for target, point in sorted(pairs)}
-        for name, pairs in replaced.items()
+        target: {name: value.get("kind") for name, value in names.items() if isinstance(value, dict)}
+        for target, names in raw.items()
+        if isinstance(names, dict)
     }
+
+
+def _defined_names(source: str, path: Path) -> list[str]:
+    try:
+        module = ast.parse(source)
+    except SyntaxError as exc:
+        raise SmtError(f"{path}: not valid Python ({exc.msg} at line {exc.lineno})") from None
+    return [node.name for node in module.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))]
 
 
 def template_drift(root: Path, library: Mapping[str, Technique]) -> list[VersionProblem]:
