@@ -214,12 +214,16 @@ def test_applying_a_patch_to_its_own_output_changes_nothing() -> None:
 
 
 def test_a_helper_the_target_already_defines_differently_is_refused() -> None:
-    """Two different definitions of one name: one line naming the name (and the technique that added it)."""
+    """Two different definitions of one name: one line naming the name."""
     assert_patch_fails(
         "def util():\n    return 1\n\n\ndef build(model, config, steps=1):\n    return util()\n",
         "def util():\n    return 2\n\n\ndef build(model, config, steps=1):\n    return util()\n",
         "technique demo 1.0.0 (m.py): defines 'util' differently, but m.py already defines 'util'; rename one of them",
     )
+
+
+def test_a_collision_names_the_technique_that_added_the_name() -> None:
+    """When a technique added the existing definition, the error names that technique."""
     added = patch_once("def build(model, config, steps=1):\n    return None\n", "def util():\n    return 1\n\n\ndef build(model, config, steps=1):\n    return util()\n")
     with pytest.raises(SmtError, match="technique demo 1.0.0 already added 'util' to m.py"):
         patch_once(added, "def util():\n    return 3\n\n\ndef build(model, config, steps=1):\n    return util()\n", technique="other 2.0.0")
