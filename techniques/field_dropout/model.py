@@ -1,12 +1,8 @@
-"""Field dropout: whole sparse fields dropped at random while training.
+"""Field dropout. Patch for model.py: replaces EmbeddingPostprocessor, the last step of SparseArch.
 
-Patch for model.py: replaces EmbeddingPostprocessor, the last step of SparseArch. In
-training, every field of every example is zeroed with probability
-`config.field_dropout.rate` and the kept ones are scaled by 1 / (1 - rate), so the
-expected input of the next arch is unchanged and evaluation and serving need no
-correction (inverted dropout). The model learns not to lean on any single feature and
-to predict when a feature is missing or unseen (a cold id), as in DropoutNet's input
-dropout.
+In training each field of each example is zeroed with probability rate, the kept ones scaled by
+1 / (1 - rate) (inverted dropout: eval and serving need no correction), so the model learns to
+predict when a feature is missing or unseen (a cold id), as in DropoutNet's input dropout.
 """
 
 import torch
@@ -16,12 +12,8 @@ from .config import ModelConfig
 
 
 class EmbeddingPostprocessor(nn.Module):
-    """Field dropout: each field of each example is zeroed with probability rate.
-
-    A field's D values are dropped or kept together; kept fields are scaled by
-    1 / (1 - rate), rate = config.field_dropout.rate. Identity in eval mode.
-    Call: fields B X F X D -> B X F X D.
-    """
+    """In training, zeroes each field of each example of fields (B X F X D) with probability
+    config.field_dropout.rate and scales the kept ones by 1 / (1 - rate); identity in eval."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

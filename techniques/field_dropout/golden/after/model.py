@@ -61,13 +61,10 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-# SMT technique field_dropout 1.0.2: replaces extension point EmbeddingPostprocessor.
+# SMT technique field_dropout 1.0.3: replaces extension point EmbeddingPostprocessor.
 class EmbeddingPostprocessor(nn.Module):
-    """Field dropout: each field of each example is zeroed with probability rate.
-
-    A field's D values are dropped or kept together; kept fields are scaled by
-    1 / (1 - rate), rate = config.field_dropout.rate. Identity in eval mode.
-    Call: fields B X F X D -> B X F X D.
+    """In training, zeroes each field of each example of fields (B X F X D) with probability
+    config.field_dropout.rate and scales the kept ones by 1 / (1 - rate); identity in eval.
     """
 
     def __init__(self, config: ModelConfig) -> None:
