@@ -23,7 +23,7 @@ from .cache import RenderCache
 from .regeneration import default_jobs, fleet_changes
 from .lock import fleet_lock, lock_if_free
 from .sync import FileChange, count_lines, recover_swaps, write_tree
-from .versions import changed_techniques, version_problems, write_lock
+from .versions import changed_techniques, template_drift, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
 
@@ -167,9 +167,14 @@ def check(
     try:
         fleet = _fleet(no_cache)
         results = _changes(fleet, models, "check:", jobs)
+        drift = template_drift(fleet.root, engine.load_library(fleet.root / engine.TECHNIQUES_DIR))
     except SmtError as error:
         raise _fail(error)
+    for problem in drift:  # generated/ may be in sync: the technique's copy hides the template change
+        typer.echo(problem.message)
     stale = [(entry, change) for entry, _, changes in results for change in changes]
+    if not stale and drift:
+        raise typer.Exit(1)
     if not stale:
         typer.echo(f"check: {len(results)} model(s) in sync")
         if capacity:
@@ -495,8 +500,8 @@ def _touched_points(technique: engine.Technique, sources: engine.TemplateSources
     for target, source in technique.patches:
         points = sources.extension_points.get(target, {})
         for name, _ in parse_patch(source, target).definitions:
-            names = [name] if name in points else [p for p in points if p.startswith(f"{name}.")]
-            touched += [f"{target}:{point} ({points[point].kind})" for point in names]
+            if name in points:
+                touched.append(f"{target}:{name} ({points[name].kind})")
     return touched
 
 
@@ -524,13 +529,11 @@ def techniques_show(
     typer.echo(f"preconditions: {', '.join(f'{k} {v}' for k, v in technique.applies_to) or 'none'}")
     for key in ("requires", "builds_on", "after", "conflicts"):
         typer.echo(f"{key}: {', '.join(getattr(technique, key)) or 'none'}")
-    typer.echo(f"extension points: {', '.join(_touched_points(technique, sources)) or 'none (codemod only)'}")
+    typer.echo(f"extension points: {', '.join(_touched_points(technique, sources)) or 'none'}")
     typer.echo(f"used by: {', '.join(users) or 'no models yet'}")
     for target, source in technique.patches:
         typer.echo(f"\n--- techniques/{name}/{target} (patch for {target}) ---")
         typer.echo(source.rstrip())
-    if technique.codemod is not None:
-        typer.echo(f"\n--- techniques/{name}/codemod.py ---\n{technique.codemod.rstrip()}")
     if impact:
         try:
             rows = measure_impact(fleet, technique)

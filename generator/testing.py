@@ -26,65 +26,60 @@ from .engine.layout import format_python
 from .engine.pipeline import apply_technique, load_sources
 from .engine.technique import load_technique
 from .fleet import find_root
+from .reference import REFERENCE_SPEC, strip_header  # noqa: F401 - part of this module's API
 from .render import render_model
+from . import reference
 from .sync import write_tree
 
 UPDATE_ENV = "SMT_UPDATE_GOLDEN"
 GOLDEN_DIR = "golden"
-
-# The model every technique's "before" snapshot is rendered from: two objectives, dense features and
-# a multi-valued feature, so every technique's preconditions hold.
-REFERENCE_SPEC: dict[str, Any] = {
-    "model_name": "reference_model",
-    "description": "Reference model for technique snapshots.",
-    "objectives": [{"name": "click", "weight": 1.0}, {"name": "conversion", "weight": 2.0}],
-    "sparse_features": [
-        {"name": "user_id", "cardinality": 1000, "embedding_dim": 16, "multi_valued": False},
-        {"name": "item_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-        {"name": "user_history", "cardinality": 500, "embedding_dim": 8, "multi_valued": True},
-    ],
-    "dense_features": [{"name": "price"}, {"name": "age_days"}],
-    "serving": {"max_params": 1000000, "max_mflops_per_example": 5.0},
-    "techniques": [],
-}
 
 
 def repo_root() -> Path:
     return find_root(Path(__file__).resolve().parent)
 
 
-def strip_header(text: str) -> str:
-    """A generated file without SMT's header comment (the template's own text, after techniques)."""
-    lines = text.splitlines(keepends=True)
-    while lines and (lines[0].startswith("# ") or lines[0].startswith("<!-- ")):
-        lines.pop(0)
-    return "".join(lines).lstrip("\n")
-
-
 def render_reference(target: str) -> str:
     """The template's ``target`` module for REFERENCE_SPEC, with no technique and no header."""
-    tree = render_model(repo_root(), REFERENCE_SPEC, REFERENCE_SPEC["model_name"])
-    return strip_header(tree[f"{REFERENCE_SPEC['model_name']}/{target}"])
+    return reference.render_reference(repo_root(), target)
+
+
+def _refresh_command(technique_dir: Path) -> str:
+    try:
+        folder = technique_dir.resolve().relative_to(repo_root())
+    except ValueError:
+        folder = technique_dir
+    return f"{UPDATE_ENV}=1 python -m pytest {folder} -q -p no:cacheprovider"
+
+
+def _differs(name: str, expected: str, actual: str, path: Path, what: str, refresh: str) -> AssertionError:
+    diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), str(path), what))
+    return AssertionError(f"{name}: {path} differs from {what}; review the diff, then refresh the snapshots with `{refresh}`\n{diff}")
 
 
 def assert_golden(technique_dir: Path) -> None:
-    """Apply the technique's patches to golden/before/<target> and compare with golden/after/<target>.
+    """Check golden/before/<target> against a fresh render of the template, then the technique's
+    patch applied to it against golden/after/<target>, and that a second application changes nothing.
 
-    Also requires idempotence: applying the patch to its own output changes nothing. With
-    SMT_UPDATE_GOLDEN=1 the snapshots are (re)written from the current template instead; review
+    A template change therefore fails here for every technique patching the changed module. With
+    SMT_UPDATE_GOLDEN=1 both snapshots are (re)written from the current template instead; review
     and commit them.
     """
     technique_dir = Path(technique_dir)
     technique = load_technique(technique_dir)
     sources = load_sources(repo_root())
     update = os.environ.get(UPDATE_ENV) == "1"
-    for target, source in technique.patches:
+    refresh = _refresh_command(technique_dir)
+    for target, _source in technique.patches:
         before_path = technique_dir / GOLDEN_DIR / "before" / target
         after_path = technique_dir / GOLDEN_DIR / "after" / target
+        template = render_reference(target)
         if update:
             before_path.parent.mkdir(parents=True, exist_ok=True)
-            before_path.write_text(render_reference(target))
-        assert before_path.is_file(), f"{before_path} missing; run the test with {UPDATE_ENV}=1 to create it"
+            before_path.write_text(template)
+        assert before_path.is_file(), f"{before_path} missing; create it with `{refresh}`"
+        if before_path.read_text() != template:
+            raise _differs(technique.name, before_path.read_text(), template, before_path, f"the template's {target} (fresh render)", refresh)
         points = sources.extension_points.get(target, {})
         params = {param.name: param.default for param in technique.params}
 
@@ -93,14 +88,14 @@ def assert_golden(technique_dir: Path) -> None:
             assert changed is not None, f"{technique.name} does not change {target}"
             return format_python(changed)
 
-        after = apply(before_path.read_text())
+        after = apply(template)
         if update:
             after_path.parent.mkdir(parents=True, exist_ok=True)
             after_path.write_text(after)
+        assert after_path.is_file(), f"{after_path} missing; create it with `{refresh}`"
         expected = after_path.read_text()
         if after != expected:
-            diff = "".join(difflib.unified_diff(expected.splitlines(True), after.splitlines(True), "expected", "actual"))
-            raise AssertionError(f"{technique.name}: {target} differs from {after_path}:\n{diff}")
+            raise _differs(technique.name, expected, after, after_path, f"the patch applied to the template's {target}", refresh)
         assert apply(after) == after, f"{technique.name}: applying the patch twice to {target} changes it again"
 
 

@@ -35,6 +35,7 @@ def test_diff_since_reports_a_technique_change_per_model(repo: Path) -> None:
     patch = repo / "techniques/mmoe/model.py"
     patch.write_text(patch.read_text().replace("class TaskTowers(nn.Module):", "class TaskTowers(nn.Module):  # reviewed", 1))
 
+    version = yaml.safe_load((repo / "techniques/mmoe/technique.yml").read_text())["version"]
     result = run_smt(repo, "diff", "--since", "HEAD", "--format", "json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
@@ -45,13 +46,13 @@ def test_diff_since_reports_a_technique_change_per_model(repo: Path) -> None:
     for model in affected.values():
         assert [f["path"] for f in model["files"]] == [f"{model['model']}/model.py"]
         assert model["added_lines"] == 1 and model["removed_lines"] == 1
-        assert model["techniques"] == ["mmoe 1.0.0"]
+        assert model["techniques"] == [f"mmoe {version}"]
         assert "+class TaskTowers(nn.Module):  # reviewed" in model["diff"]
     assert "techniques/mmoe/model.py" in report["changed_sources"]
 
     markdown = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown").out
     assert f"**{len(users)}** model(s) affected (+{len(users)} / -{len(users)} lines)" in markdown
-    assert "| `app_install` | 1 | 1 | 1 | `mmoe 1.0.0` |" in markdown
+    assert f"| `app_install` | 1 | 1 | 1 | `mmoe {version}` |" in markdown
     assert "```diff" in markdown
 
     bad = run_smt(repo, "diff", "--since", "no-such-ref")

@@ -1,10 +1,11 @@
 """Apply one technique's patch source to one rendered module with libcst.
 
 A patch is ordinary Python. Its imports are added to the target (deduplicated); a top-level class or
-function named like one of the target's extension points replaces it; a class holding only methods
-named like ``Class.method`` extension points replaces those methods; a function named like a hook
-has its body appended to the hook; every other top-level definition is added just before the first
-replaced extension point (or at the end). Re-applying a patch to its own output changes nothing.
+function named like one of the target's extension points replaces it, keeping the contract the
+template's definition states in code (constructor and ``forward`` signatures, ``output_dim``); a
+function named like a hook has its body appended to the hook (same signature); every other top-level
+definition is added just before the first replaced extension point (or at the end). Re-applying a
+patch to its own output changes nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ PROVENANCE_PREFIX = "# SMT technique "
 class ExtensionPoint:
     """A named place of a rendered module that techniques change.
 
-    ``kind`` "replace": a top-level class or function, or a method written ``Class.method``, that
-    exactly one technique replaces. ``kind`` "hook": a function whose body techniques append to.
+    ``kind`` "replace": a top-level class or function that exactly one technique replaces.
+    ``kind`` "hook": a function whose body techniques append to.
     """
 
     name: str
@@ -162,28 +163,106 @@ def _insert_into_hook(hook: cst.FunctionDef, patch: cst.FunctionDef, technique: 
     return hook.with_changes(body=hook.body.with_changes(body=[*current, first, *added[1:]]))
 
 
-def _replace_methods(
-    target_class: cst.ClassDef, patch_class: cst.ClassDef, points: Mapping[str, ExtensionPoint], technique: str, where: str
-) -> cst.ClassDef:
-    """Replace the methods ``Class.method`` that ``patch_class`` redefines."""
-    class_name = target_class.name.value
-    methods = {
-        statement.name.value: i
-        for i, statement in enumerate(target_class.body.body)
-        if isinstance(statement, cst.FunctionDef)
-    }
-    body = list(target_class.body.body)
-    for statement in patch_class.body.body:
-        if isinstance(statement, cst.SimpleStatementLine) and _is_docstring(statement):
+def _signature(function: cst.FunctionDef, method: bool) -> tuple[str, ...]:
+    """A function's parameters as written (name, ``=default``, ``*``/``**``), annotations left out;
+    a method's ``self`` is dropped."""
+    code = cst.Module([]).code_for_node
+    params = function.params
+
+    def text(param: cst.Param, prefix: str = "") -> str:
+        default = f"={code(param.default)}" if param.default is not None else ""
+        return f"{prefix}{param.name.value}{default}"
+
+    parts = [text(param) for param in (*params.posonly_params, *params.params)]
+    if params.posonly_params:
+        parts.insert(len(params.posonly_params), "/")
+    if method and parts:
+        parts.pop(0)
+    if isinstance(params.star_arg, cst.Param):
+        parts.append(text(params.star_arg, "*"))
+    elif params.kwonly_params:
+        parts.append("*")
+    parts += [text(param) for param in params.kwonly_params]
+    if params.star_kwarg is not None:
+        parts.append(text(params.star_kwarg, "**"))
+    return tuple(parts)
+
+
+def _method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
+    for statement in cls.body.body:
+        if isinstance(statement, cst.FunctionDef) and statement.name.value == name:
+            return statement
+    return None
+
+
+class _SetsOutputDim(cst.CSTVisitor):
+    """Finds ``self.output_dim = ...`` (or an ``output_dim`` method or property) in a class."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.found |= node.name.value == "output_dim"
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self.found |= _is_self_output_dim(node.target)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.found |= _is_self_output_dim(node.target)
+
+
+def _is_self_output_dim(node: cst.BaseExpression) -> bool:
+    return (
+        isinstance(node, cst.Attribute)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == "self"
+        and node.attr.value == "output_dim"
+    )
+
+
+def _sets_output_dim(cls: cst.ClassDef) -> bool:
+    visitor = _SetsOutputDim()
+    cls.visit(visitor)
+    return visitor.found
+
+
+def _shown(signature: tuple[str, ...]) -> str:
+    return f"({', '.join(signature)})"
+
+
+def check_contract(template: cst.CSTNode, patch: cst.CSTNode, name: str, where: str) -> None:
+    """Refuse a replacement (or hook body) whose contract differs from the template's definition.
+
+    The contract is read from the template's code: a function's signature; a class's ``__init__``
+    and ``forward`` signatures (names, order, defaults; annotations are free) and whether it sets
+    ``output_dim``, which the arches after it read.
+    """
+    if isinstance(template, cst.FunctionDef):
+        if not isinstance(patch, cst.FunctionDef):
+            raise SmtError(f"{where}: {name} is a function in the template; define `def {name}(...)` with the template's signature")
+        ours, theirs = _signature(patch, method=False), _signature(template, method=False)
+        if ours != theirs:
+            raise SmtError(f"{where}: {name} takes {_shown(ours)} but the template's takes {_shown(theirs)}; keep the template's signature")
+        return
+    if not isinstance(template, cst.ClassDef):
+        return
+    if not isinstance(patch, cst.ClassDef):
+        raise SmtError(f"{where}: {name} is a class in the template; define `class {name}` with the template's signatures")
+    for method in ("__init__", "forward"):
+        original = _method(template, method)
+        if original is None:
             continue
-        qualified = f"{class_name}.{getattr(getattr(statement, 'name', None), 'value', '?')}"
-        if not isinstance(statement, cst.FunctionDef) or qualified not in points:
-            raise SmtError(f"{where}: class {class_name} in the patch may only redefine the methods that are extension points ({', '.join(sorted(p for p in points if p.startswith(class_name + '.'))) or 'none'}); {qualified} is not one")
-        name = statement.name.value
-        if name not in methods:
-            raise SmtError(f"{where}: the template has no method {qualified}; update the technique to the template")
-        body[methods[name]] = _provenance(statement, f"{technique}: replaces extension point {qualified}.")
-    return target_class.with_changes(body=target_class.body.with_changes(body=body))
+        theirs = _signature(original, method=True)
+        replacement = _method(patch, method)
+        if replacement is None:
+            raise SmtError(f"{where}: {name} defines no {method} but the template's takes {_shown(theirs)}; keep the template's signature")
+        ours = _signature(replacement, method=True)
+        if ours != theirs:
+            raise SmtError(
+                f"{where}: {name}.{method} takes {_shown(ours)} but the template's takes {_shown(theirs)}; keep the template's signature"
+            )
+    if _sets_output_dim(template) and not _sets_output_dim(patch):
+        raise SmtError(f"{where}: {name} sets no self.output_dim but the template's does (the arches after it read it); set it")
 
 
 def apply_patch(
@@ -198,6 +277,13 @@ def apply_patch(
     module = cst.parse_module(source)
     body = list(module.body)
     where = f"technique {technique} ({target})"
+    # libcst reads comments above a module's first statement as the module's header: give a
+    # provenance comment back to the definition it belongs to, so re-applying finds it.
+    header = list(module.header)
+    owned = next((i for i, line in enumerate(header) if line.comment and line.comment.value.startswith(PROVENANCE_PREFIX)), None)
+    if owned is not None and body:
+        body[0] = body[0].with_changes(leading_lines=[*header[owned:], *body[0].leading_lines])
+        module = module.with_changes(header=header[:owned])
 
     # Imports: add what the target lacks, after its last top-level import.
     existing = {key for statement in body if _is_import(statement) for key in _import_keys(statement)}  # type: ignore[arg-type]
@@ -217,19 +303,15 @@ def apply_patch(
     additions: list[Definition] = []
     for name, definition in patch.definitions:
         point = extension_points.get(name)
-        method_points = [p for p in extension_points if p.startswith(f"{name}.")]
-        if point is not None or (method_points and isinstance(definition, cst.ClassDef)):
+        if point is not None:
             if name not in index_of:
                 raise SmtError(f"{where}: the template has no extension point {name!r} in {target}; update the technique to the template")
             current = body[index_of[name]]
-            if point is not None and point.kind == "hook":
-                if not (isinstance(definition, cst.FunctionDef) and isinstance(current, cst.FunctionDef)):
-                    raise SmtError(f"{where}: hook {name} is a function; define `def {name}(...)` with the hook's signature")
-                body[index_of[name]] = _insert_into_hook(current, definition, technique)
-            elif point is not None:
-                body[index_of[name]] = _provenance(definition, f"{technique}: replaces extension point {name}.")
+            check_contract(current, definition, name, where)
+            if point.kind == "hook":
+                body[index_of[name]] = _insert_into_hook(current, definition, technique)  # type: ignore[arg-type]
             else:
-                body[index_of[name]] = _replace_methods(current, definition, extension_points, technique, where)  # type: ignore[arg-type]
+                body[index_of[name]] = _provenance(definition, f"{technique}: replaces extension point {name}.")
             replaced.append(name)
         elif name in index_of:
             if not _same_code(body[index_of[name]], definition):

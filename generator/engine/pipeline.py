@@ -92,17 +92,14 @@ def _load_points(path: Path) -> Points:
     except (OSError, yaml.YAMLError) as exc:
         raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
     if not isinstance(raw, dict) or not all(isinstance(names, dict) for names in raw.values()):
-        raise SmtError(f"{path}: expected a mapping of module -> {{extension point: description}}")
+        raise SmtError(f"{path}: expected a mapping of module -> {{extension point: {{kind, description}}}}")
     points: dict[str, dict[str, ExtensionPoint]] = {}
     for target, names in raw.items():
         points[target] = {}
         for name, value in names.items():
-            if isinstance(value, str):
-                points[target][name] = ExtensionPoint(name, "replace", value)
-            elif isinstance(value, dict) and value.get("kind") in ("replace", "hook"):
-                points[target][name] = ExtensionPoint(name, value["kind"], str(value.get("description", "")))
-            else:
-                raise SmtError(f"{path}: {target}.{name}: expected a description or {{kind: replace|hook, description}}")
+            if not (isinstance(value, dict) and value.get("kind") in ("replace", "hook") and set(value) <= {"kind", "description"}):
+                raise SmtError(f"{path}: {target}.{name}: expected {{kind: replace|hook, description: ...}}")
+            points[target][name] = ExtensionPoint(name, value["kind"], str(value.get("description", "")))
     return points
 
 
@@ -206,14 +203,8 @@ def _check_replacements(model: str, plan: Sequence[AppliedTechnique], sources: T
             if points is None:
                 raise SmtError(f"technique {technique.name}: patches {target}, which has no extension points in the template")
             parsed = parse_patch(source, f"{technique.directory / target}")
-            for name, definition in parsed.definitions:
+            for name, _definition in parsed.definitions:
                 touched = [name] if name in points else []
-                if not touched and isinstance(definition, cst.ClassDef):
-                    touched = [
-                        f"{name}.{statement.name.value}"
-                        for statement in definition.body.body
-                        if isinstance(statement, cst.FunctionDef) and f"{name}.{statement.name.value}" in points
-                    ]
                 for point in touched:
                     if points[point].kind == "hook":
                         continue
@@ -252,33 +243,16 @@ def _order(model: str, chosen: Mapping[str, AppliedTechnique], before: set[str] 
     return ordered
 
 
-def _run_codemod(technique: Technique, target: str, text: str, params: Mapping[str, Any]) -> str | None:
-    """Apply the technique's escape-hatch codemod to ``target`` if it declares it; None otherwise."""
-    if technique.codemod is None:
-        return None
-    namespace: dict[str, Any] = {"__name__": f"smt_codemod_{technique.name}"}
-    origin = technique.directory / "codemod.py"
-    exec(compile(technique.codemod, str(origin), "exec"), namespace)  # noqa: S102 - the technique's own code
-    targets = namespace.get("TARGETS")
-    transform = namespace.get("Transform")
-    if not isinstance(targets, (tuple, list)) or transform is None:
-        raise SmtError(f"{origin}: a codemod defines TARGETS (module names) and Transform (a libcst.CSTTransformer taking params)")
-    if target not in targets:
-        return None
-    return cst.parse_module(text).visit(transform(dict(params))).code
-
-
 def apply_technique(
     technique: Technique, params: Mapping[str, Any], target: str, text: str, points: Mapping[str, ExtensionPoint]
 ) -> str | None:
-    """``text`` with one technique's patch (and codemod) for ``target`` applied; None if it has none."""
+    """``text`` with one technique's patch for ``target`` applied; None if it has none."""
     changed = None
     for patch_target, source in technique.patches:
         if patch_target == target:
             parsed = parse_patch(source, str(technique.directory / patch_target))
             changed = apply_patch(text, parsed, target=target, technique=technique.label, extension_points=points)
-    transformed = _run_codemod(technique, target, changed if changed is not None else text, params)
-    return transformed if transformed is not None else changed
+    return changed
 
 
 def trace_file(sources: TemplateSources, target: str, text: str, plan: Sequence[AppliedTechnique]) -> list[tuple[str, str]]:
@@ -305,15 +279,15 @@ def relevant_plan(target: str, plan: Sequence[AppliedTechnique]) -> tuple[Applie
         return tuple(plan)
     if not target.endswith(".py"):
         return ()
-    return tuple(a for a in plan if target in a.technique.targets or a.technique.codemod is not None)
+    return tuple(a for a in plan if target in a.technique.targets)
 
 
 def technique_texts(plan: Sequence[AppliedTechnique]) -> list[str]:
-    """Everything the plan's techniques may put into a file (patches, codemods, header labels)."""
+    """Everything the plan's techniques may put into a file (patches, header labels)."""
     texts = []
     for applied in plan:
         texts += [source for _, source in applied.technique.patches]
-        texts += [applied.technique.codemod or "", applied.technique.label, repr(applied.params)]
+        texts += [applied.technique.label, repr(applied.params)]
     return texts
 
 
@@ -347,7 +321,7 @@ class FileRenderer:
     def _finish_slotted(self, target: str, text: str, plan: Sequence[AppliedTechnique], model_name: str | None) -> str | None:
         """config.py through its slots (slots.py): the shape once per name shape, each field alone;
         None when the file does not split cleanly or a technique patches config.py itself."""
-        if any(target in a.technique.targets or a.technique.codemod is not None for a in plan):
+        if any(target in a.technique.targets for a in plan):
             return None
         split = slot_fields(text)
         if split is None:

@@ -17,7 +17,6 @@ PARAM_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]")
 PRECONDITIONS = ("min_objectives", "min_dense_features", "min_sparse_features")
 METADATA_FILE = "technique.yml"
 _METADATA_KEYS = {"name", "version", "summary", "reference", "params", "requires", "after", "builds_on", "conflicts", "applies_to"}
-CODEMOD_FILE = "codemod.py"
 _PARAM_KEYS = {"type", "default", "min", "max", "choices", "help"}
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
@@ -81,7 +80,6 @@ class Technique:
     patches: tuple[tuple[str, str], ...]  # (target, patch source)
     directory: Path = field(compare=False)
     local: bool = False  # a model's own technique, stored next to its spec
-    codemod: str | None = None  # source of codemod.py, the escape hatch (a libcst transformer)
 
     @property
     def label(self) -> str:
@@ -101,8 +99,6 @@ class Technique:
         digest = hashlib.sha256((self.directory / METADATA_FILE).read_bytes())
         for target, source in self.patches:
             digest.update(target.encode() + b"\0" + source.encode())
-        if self.codemod is not None:
-            digest.update(b"codemod\0" + self.codemod.encode())
         return digest.hexdigest()[:16]
 
     def resolve_params(self, given: dict[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
@@ -199,11 +195,9 @@ def load_technique(directory: Path, local: bool = False) -> Technique:
     patches = tuple(
         (patch.name, patch.read_text())
         for patch in sorted(directory.glob("*.py"))
-        if not patch.name.startswith("test_") and patch.name not in ("conftest.py", CODEMOD_FILE)
+        if not patch.name.startswith("test_") and patch.name != "conftest.py"
     )
-    codemod_path = directory / CODEMOD_FILE
-    codemod = codemod_path.read_text() if codemod_path.is_file() else None
-    if not patches and codemod is None:
+    if not patches:
         raise _fail(directory, "a technique needs at least one patch file named after the module it changes (e.g. model.py)")
     return Technique(
         name=meta["name"],
@@ -219,7 +213,6 @@ def load_technique(directory: Path, local: bool = False) -> Technique:
         patches=patches,
         directory=directory,
         local=local,
-        codemod=codemod,
     )
 
 

@@ -54,12 +54,7 @@ class InteractionArch(nn.Module):
             config.embedding_dim and config.dcn_v2 (num_cross_layers, low_rank).
         dense_dim: width of the dense arch output.
 
-    Call Args:
-        dense: tensor of shape B X dense_dim.
-        sparse: tensor of shape B X F X D.
-
-    Returns:
-        tensor of shape B X output_dim, where output_dim = dense_dim + F * D.
+    Call: (dense B X dense_dim, sparse B X F X D) -> B X d; output_dim = d.
     """
 
     def __init__(self, config: ModelConfig, dense_dim: int) -> None:

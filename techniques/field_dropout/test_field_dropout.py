@@ -62,9 +62,9 @@ def test_refuses_a_single_sparse_feature_model(tmp_path: Path) -> None:
 def test_rate_default_and_param(tmp_path: Path) -> None:
     pkg, model = build(tmp_path / "defaults")
     assert pkg.config.ModelConfig().field_dropout.rate == 0.1
-    assert model.sparse_arch.field_dropout.rate == 0.1
+    assert model.sparse_arch.postprocessor.rate == 0.1
     pkg, model = build(tmp_path / "custom", rate=0.25)
-    assert model.sparse_arch.field_dropout.rate == 0.25
+    assert model.sparse_arch.postprocessor.rate == 0.25
     with pytest.raises(SmtError, match="rate: must be at most 0.9"):
         build(tmp_path / "bad", rate=1.0)
 

@@ -26,11 +26,7 @@ class TaskTowers(nn.Module):
             expert_dim, expert_layers).
         in_dim: width of the over arch output.
 
-    Call Args:
-        shared: tensor of shape B X in_dim.
-
-    Returns:
-        logits, tensor of shape B X T (objective order of config).
+    Call: shared B X in_dim -> logits B X T (objective order of config).
     """
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:

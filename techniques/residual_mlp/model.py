@@ -52,12 +52,8 @@ class MLP(nn.Module):
         batch_norm: accepted for the template's MLP contract and ignored: every
             block already normalizes its input with LayerNorm.
 
-    Call Args:
-        x: tensor of shape B X in_dim.
-
-    Returns:
-        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
-        (in_dim when layer_sizes is empty).
+    Call: x B X in_dim -> B X output_dim, output_dim = layer_sizes[-1] (in_dim
+    when layer_sizes is empty).
     """
 
     def __init__(

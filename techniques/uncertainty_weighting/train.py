@@ -29,16 +29,8 @@ class MultiTaskLoss(nn.Module):
     total = sum_t exp(-s_t) * w_t * bce_t + s_t / 2, with w_t from config.objectives
     and s_t = log sigma_t^2 the parameter log_variances (shape T, initialised to 0).
 
-    Args:
-        config: the model's ModelConfig; reads config.objectives.
-
-    Call Args:
-        logits: tensor of shape B X T.
-        labels: tensor of shape B X T, 0/1.
-
-    Returns:
-        (total, per_task): a scalar tensor and a tensor of shape T holding the
-        mean cross-entropy of every objective (unweighted, as in the template).
+    Reads config.objectives. Call: (logits B X T, labels B X T of 0/1) -> (total,
+    per_task): a scalar and the unweighted mean cross-entropy of every objective (T).
     """
 
     def __init__(self, config: ModelConfig) -> None:

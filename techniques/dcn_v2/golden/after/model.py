@@ -61,8 +61,29 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class EmbeddingPostprocessor(nn.Module):
+    """Transform of the embedded fields, the last step of SparseArch (default: identity).
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        fields: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        return fields
+
+
 class SparseArch(nn.Module):
-    """Embedding lookups of all sparse features, each brought to width D.
+    """Embedding lookups of all sparse features, each brought to width D, then
+    EmbeddingPostprocessor.
 
     A feature whose embedding_dim differs from D is projected to D by a
     bias-free Linear; the others pass through unchanged.
@@ -90,6 +111,7 @@ class SparseArch(nn.Module):
             )
             for feature in config.sparse_features
         )
+        self.postprocessor = EmbeddingPostprocessor(config)
 
     def forward(
         self,
@@ -103,7 +125,7 @@ class SparseArch(nn.Module):
             x if isinstance(project, nn.Identity) else project(x)
             for project, x in zip(self.projections, pooled)
         ]
-        return torch.stack(projected, dim=1)
+        return self.postprocessor(torch.stack(projected, dim=1))
 
 
 class DenseArch(nn.Module):
@@ -140,7 +162,7 @@ class DenseArch(nn.Module):
         return self.mlp(self.preprocessor(dense))
 
 
-# SMT technique dcn_v2 1.0.1: adds CrossLayer.
+# SMT technique dcn_v2 1.0.2: adds CrossLayer.
 class CrossLayer(nn.Module):
     """One DCNv2 cross layer: x_{l+1} = x0 * (W x_l + b) + x_l.
 
@@ -172,7 +194,7 @@ class CrossLayer(nn.Module):
         return x0 * self.projection(x) + x
 
 
-# SMT technique dcn_v2 1.0.1: replaces extension point InteractionArch.
+# SMT technique dcn_v2 1.0.2: replaces extension point InteractionArch.
 class InteractionArch(nn.Module):
     """DCNv2 cross network over the concatenated dense and sparse features.
 
@@ -184,12 +206,7 @@ class InteractionArch(nn.Module):
             config.embedding_dim and config.dcn_v2 (num_cross_layers, low_rank).
         dense_dim: width of the dense arch output.
 
-    Call Args:
-        dense: tensor of shape B X dense_dim.
-        sparse: tensor of shape B X F X D.
-
-    Returns:
-        tensor of shape B X output_dim, where output_dim = dense_dim + F * D.
+    Call: (dense B X dense_dim, sparse B X F X D) -> B X d; output_dim = d.
     """
 
     def __init__(self, config: ModelConfig, dense_dim: int) -> None:

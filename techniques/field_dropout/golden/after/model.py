@@ -61,27 +61,15 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-# SMT technique field_dropout 1.0.1: adds FieldDropout.
-class FieldDropout(nn.Module):
-    """Drops whole fields: each field of each example is zeroed with probability rate.
-
-    A field's D values are dropped or kept together; kept fields are scaled by
-    1 / (1 - rate) so that every field keeps its expected value. Identity in
-    eval mode.
-
-    Args:
-        rate: probability p of dropping a field, in [0, 1).
-
-    Call Args:
-        fields: tensor of shape B X F X D.
-
-    Returns:
-        tensor of shape B X F X D.
+# SMT technique field_dropout 1.0.3: replaces extension point EmbeddingPostprocessor.
+class EmbeddingPostprocessor(nn.Module):
+    """In training, zeroes each field of each example of fields (B X F X D) with probability
+    config.field_dropout.rate and scales the kept ones by 1 / (1 - rate); identity in eval.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.rate = rate
+        self.rate = config.field_dropout.rate
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         if not self.training or self.rate == 0.0:
@@ -91,18 +79,16 @@ class FieldDropout(nn.Module):
         return fields * keep / (1.0 - self.rate)
 
 
-# SMT technique field_dropout 1.0.1: replaces extension point SparseArch.
 class SparseArch(nn.Module):
-    """Embedding lookups of all sparse features, each brought to width D, then FieldDropout.
+    """Embedding lookups of all sparse features, each brought to width D, then
+    EmbeddingPostprocessor.
 
     A feature whose embedding_dim differs from D is projected to D by a
-    bias-free Linear; the others pass through unchanged. In training, each
-    field of each example is then dropped with probability
-    config.field_dropout.rate (kept fields scaled by 1 / (1 - rate)).
+    bias-free Linear; the others pass through unchanged.
 
     Args:
-        config: the model's ModelConfig; reads config.sparse_features,
-            config.embedding_dim and config.field_dropout.rate.
+        config: the model's ModelConfig; reads config.sparse_features and
+            config.embedding_dim.
 
     Call Args:
         sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
@@ -123,7 +109,7 @@ class SparseArch(nn.Module):
             )
             for feature in config.sparse_features
         )
-        self.field_dropout = FieldDropout(config.field_dropout.rate)
+        self.postprocessor = EmbeddingPostprocessor(config)
 
     def forward(
         self,
@@ -137,7 +123,7 @@ class SparseArch(nn.Module):
             x if isinstance(project, nn.Identity) else project(x)
             for project, x in zip(self.projections, pooled)
         ]
-        return self.field_dropout(torch.stack(projected, dim=1))
+        return self.postprocessor(torch.stack(projected, dim=1))
 
 
 class DenseArch(nn.Module):

@@ -261,11 +261,11 @@ def regularization(model: nn.Module, batch: Batch, config: ModelConfig) -> torch
     """
     penalty = torch.zeros((), device=batch.labels.device)
     if config.embedding_regularizer > 0:
-        for tables in model.modules():
-            if isinstance(tables, EmbeddingTables):
-                for name, bag in tables.bags.items():
+        for module in model.modules():
+            if isinstance(module, EmbeddingTables):
+                for name, table in module.tables.items():
                     rows = F.embedding(
-                        batch.sparse_values[name], bag.weight, sparse=True
+                        batch.sparse_values[name], table.weight, sparse=True
                     )
                     scale = config.embedding_regularizer / (2 * batch.batch_size)
                     penalty = penalty + scale * rows.pow(2).sum()
@@ -710,11 +710,14 @@ class RunData:
     def synthetic(cls, config: ModelConfig) -> "RunData":
         """config.train_examples training and config.eval_examples validation and test
         examples: independent samples of the model's synthetic world (seeds
-        config.seed, + 1 and + 2)."""
+        config.seed, + 1 and + 2; the test split from the shifted distribution of
+        config.synthetic.test_shift)."""
         return cls(
             train=Examples.synthetic(config, config.train_examples, config.seed),
             valid=Examples.synthetic(config, config.eval_examples, config.seed + 1),
-            test=Examples.synthetic(config, config.eval_examples, config.seed + 2),
+            test=Examples.synthetic(
+                config, config.eval_examples, config.seed + 2, shifted=True
+            ),
         )
 
 
@@ -766,6 +769,29 @@ class RunResult:
             "overrides": overrides or {},
             "config": asdict(config),
         }
+
+
+def init_dense_statistics(
+    model: nn.Module,
+    data: Examples,
+    config: ModelConfig,
+    runtime: Runtime = Runtime(),
+    batches: int = 8,
+) -> None:
+    """Fit the dense preprocessor's statistics on the first train batches, when it has
+    any (the template's DensePreprocessor.fit; a technique's replacement may not). Runs
+    before init_output_bias, whose untrained logits depend on them.
+    """
+    preprocessor = getattr(getattr(model, "dense_arch", None), "preprocessor", None)
+    fit = getattr(preprocessor, "fit", None)
+    if fit is None or config.num_dense_features == 0:
+        return
+    dense = [
+        batch.dense
+        for batch in islice(data.batches(config, config.batch_size), batches)
+    ]
+    if dense:
+        fit(torch.cat(dense).to(runtime.device))
 
 
 def init_output_bias(
@@ -847,6 +873,7 @@ def train(
     if not resume:
         label_rates = data.train.label_rates(config)
         model.to(runtime.device)
+        init_dense_statistics(model, data.train, config, runtime)
         init_output_bias(model, label_rates, data.train, config, runtime)
     model.to(runtime.device)
     torch.manual_seed(config.seed + runtime.rank)

@@ -61,8 +61,29 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class EmbeddingPostprocessor(nn.Module):
+    """Transform of the embedded fields, the last step of SparseArch (default: identity).
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        fields: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        return fields
+
+
 class SparseArch(nn.Module):
-    """Embedding lookups of all sparse features, each brought to width D.
+    """Embedding lookups of all sparse features, each brought to width D, then
+    EmbeddingPostprocessor.
 
     A feature whose embedding_dim differs from D is projected to D by a
     bias-free Linear; the others pass through unchanged.
@@ -90,6 +111,7 @@ class SparseArch(nn.Module):
             )
             for feature in config.sparse_features
         )
+        self.postprocessor = EmbeddingPostprocessor(config)
 
     def forward(
         self,
@@ -103,7 +125,7 @@ class SparseArch(nn.Module):
             x if isinstance(project, nn.Identity) else project(x)
             for project, x in zip(self.projections, pooled)
         ]
-        return torch.stack(projected, dim=1)
+        return self.postprocessor(torch.stack(projected, dim=1))
 
 
 class DenseArch(nn.Module):
@@ -194,7 +216,7 @@ class OverArch(nn.Module):
         return self.mlp(x)
 
 
-# SMT technique mmoe 1.0.0: replaces extension point TaskTowers.
+# SMT technique mmoe 1.0.1: replaces extension point TaskTowers.
 class TaskTowers(nn.Module):
     """MMoE: experts shared by all objectives, one gate and one tower per objective.
 
@@ -209,11 +231,7 @@ class TaskTowers(nn.Module):
             expert_dim, expert_layers).
         in_dim: width of the over arch output.
 
-    Call Args:
-        shared: tensor of shape B X in_dim.
-
-    Returns:
-        logits, tensor of shape B X T (objective order of config).
+    Call: shared B X in_dim -> logits B X T (objective order of config).
     """
 
     def __init__(self, config: ModelConfig, in_dim: int) -> None:

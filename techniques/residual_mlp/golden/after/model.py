@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .features import DensePreprocessor, EmbeddingTables
 
 
-# SMT technique residual_mlp 1.1.0: adds ResidualBlock.
+# SMT technique residual_mlp 1.1.1: adds ResidualBlock.
 class ResidualBlock(nn.Module):
     """One pre-norm residual layer: Dropout(ReLU(Linear(LayerNorm(x)))) + skip(x).
 
@@ -56,7 +56,7 @@ class ResidualBlock(nn.Module):
         return self.dropout(torch.relu(self.linear(self.norm(x)))) + self.skip(x)
 
 
-# SMT technique residual_mlp 1.1.0: replaces extension point MLP.
+# SMT technique residual_mlp 1.1.1: replaces extension point MLP.
 class MLP(nn.Module):
     """Stack of ResidualBlocks, one per entry of layer_sizes.
 
@@ -67,12 +67,8 @@ class MLP(nn.Module):
         batch_norm: accepted for the template's MLP contract and ignored: every
             block already normalizes its input with LayerNorm.
 
-    Call Args:
-        x: tensor of shape B X in_dim.
-
-    Returns:
-        tensor of shape B X output_dim, where output_dim = layer_sizes[-1]
-        (in_dim when layer_sizes is empty).
+    Call: x B X in_dim -> B X output_dim, output_dim = layer_sizes[-1] (in_dim
+    when layer_sizes is empty).
     """
 
     def __init__(
@@ -93,8 +89,29 @@ class MLP(nn.Module):
         return self.blocks(x)
 
 
+class EmbeddingPostprocessor(nn.Module):
+    """Transform of the embedded fields, the last step of SparseArch (default: identity).
+
+    Args:
+        config: the model's ModelConfig.
+
+    Call Args:
+        fields: tensor of shape B X F X D.
+
+    Returns:
+        tensor of shape B X F X D.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        return fields
+
+
 class SparseArch(nn.Module):
-    """Embedding lookups of all sparse features, each brought to width D.
+    """Embedding lookups of all sparse features, each brought to width D, then
+    EmbeddingPostprocessor.
 
     A feature whose embedding_dim differs from D is projected to D by a
     bias-free Linear; the others pass through unchanged.
@@ -122,6 +139,7 @@ class SparseArch(nn.Module):
             )
             for feature in config.sparse_features
         )
+        self.postprocessor = EmbeddingPostprocessor(config)
 
     def forward(
         self,
@@ -135,7 +153,7 @@ class SparseArch(nn.Module):
             x if isinstance(project, nn.Identity) else project(x)
             for project, x in zip(self.projections, pooled)
         ]
-        return torch.stack(projected, dim=1)
+        return self.postprocessor(torch.stack(projected, dim=1))
 
 
 class DenseArch(nn.Module):
