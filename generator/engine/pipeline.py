@@ -17,14 +17,13 @@ from typing import Any
 
 import black
 import libcst as cst
-import yaml
 
 from .config_params import add_technique_params
 from .errors import SmtError
 from .layout import add_header, format_python
 from .patch import ExtensionPoint, apply_patch, parse_patch
 from .shapes import shape_of, unshape
-from .store import current_store
+from .store import current_store, load_yaml
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
@@ -86,10 +85,7 @@ def _technique_files(directory: Path) -> list[Path]:
 
 
 def _load_points(path: Path) -> Points:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
+    raw = load_yaml(path, "the template's extension points")
     if not isinstance(raw, dict) or not all(isinstance(names, dict) for names in raw.values()):
         raise SmtError(f"{path}: expected a mapping of module -> {{extension point: description}}")
     points: dict[str, dict[str, ExtensionPoint]] = {}
@@ -371,9 +367,19 @@ class FileRenderer:
                 touched += [a.technique.label for a in plan if a.technique.params and a.technique.label not in touched]
             try:
                 text = format_python(text)
-            except black.InvalidInput as exc:
-                raise SmtError(f"{target}: the rendered file is not valid Python after techniques {touched or 'none'} ({exc})") from None
+            except black.InvalidInput:
+                raise SmtError(f"{target}: {python_problem(text)} after techniques {', '.join(touched) or 'none'}; fix that line in the template or technique") from None
         return add_header(text, target, self.sources.version, touched)
+
+
+def python_problem(text: str) -> str:
+    """Where and why ``text`` is not valid Python, in one line (black's own message spans several)."""
+    try:
+        compile(text, "<rendered>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = (exc.text or "").strip()
+        return f"line {exc.lineno} is not valid Python ({exc.msg}: {line[:80]!r})"
+    return "the file is not valid Python for black's target version"
 
 
 _RENDERERS: dict[TemplateSources, FileRenderer] = {}

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SmtError
+from .errors import SmtError, brief
 
 # Keys Copier itself writes into an answers file.
 COPIER_KEYS = frozenset({"_src_path", "_commit"})
@@ -18,9 +18,9 @@ RESERVED_PACKAGE_NAMES = frozenset({"torch", "numpy", "pyarrow", "tests", "test"
 
 def _check_identifier(value: str, what: str) -> str:
     if not isinstance(value, str) or not value.isidentifier():
-        raise ValueError(f"{value!r} is not a Python identifier; use letters, digits and '_' ({what})")
+        raise ValueError(f"{brief(value)} is not a Python identifier; use letters, digits and '_' ({what})")
     if keyword.iskeyword(value) or keyword.issoftkeyword(value):
-        raise ValueError(f"{value!r} is a Python keyword; choose another {what}")
+        raise ValueError(f"{brief(value)} is a Python keyword; choose another {what}")
     return value
 
 
@@ -195,7 +195,7 @@ class ModelSpec(_Strict):
     def _model_name(cls, value: str) -> str:
         _check_identifier(value, "model name")
         if value in RESERVED_PACKAGE_NAMES or value in sys.stdlib_module_names:
-            raise ValueError(f"{value!r} would shadow a module the model imports; choose another name")
+            raise ValueError(f"{brief(value)} would shadow a module the model imports; choose another name")
         return value
 
     @model_validator(mode="after")
@@ -308,7 +308,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         message = message[len("Value error, ") :]
     given = error.get("input")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        message = f"{message} (got {given!r})"
+        message = f"{message} (got {brief(given)})"
     return where, message
 
 
