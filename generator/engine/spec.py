@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import os
 import sys
 from typing import Any, Literal
 
@@ -221,6 +222,7 @@ class ModelSpec(_Strict):
             raise _FieldProblem("hyperparameters.label_rates", f"has {len(rates)} rate(s) but the model has {len(self.objectives)} objective(s); give one per objective")
         self._check_data()
         self._check_synthetic()
+        self._check_embedding_size()
         used: set[str] = set()
         for index, use in enumerate(self.techniques):
             if use.name in used:
@@ -263,9 +265,39 @@ class ModelSpec(_Strict):
         if noise and noise >= min(rates):
             raise _FieldProblem("synthetic.label_noise", f"{noise} is not below every label rate (lowest {min(rates):g}); flipped labels alone would exceed it")
 
+    def _check_embedding_size(self) -> None:
+        """Refuse tables that can never serve or fit: their size follows from the spec alone."""
+        parameters = embedding_parameters(self)
+        if parameters > self.serving.max_params:
+            raise _FieldProblem(
+                "serving.max_params",
+                f"the embedding tables alone hold {parameters:,} parameters (sum of cardinality x embedding_dim), over the "
+                f"budget of {self.serving.max_params:,}; lower cardinalities or embedding dims, or raise serving.max_params",
+            )
+        memory = physical_memory_bytes()
+        if memory and parameters * 4 > memory:
+            raise _FieldProblem(
+                "sparse_features",
+                f"the embedding tables need {parameters * 4 / 2**30:,.1f} GiB (float32), more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory; lower cardinalities or embedding dims",
+            )
+
     @property
     def technique_names(self) -> list[str]:
         return [use.name for use in self.techniques]
+
+
+def embedding_parameters(spec: ModelSpec) -> int:
+    """Parameters of the model's embedding tables: one row of embedding_dim per id."""
+    return sum(feature.cardinality * feature.embedding_dim for feature in spec.sparse_features)
+
+
+def physical_memory_bytes() -> int:
+    """This machine's memory in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 class _FieldProblem(ValueError):
