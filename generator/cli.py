@@ -610,8 +610,24 @@ def version() -> None:
     typer.echo(f"smt {__version__}, template {sources.version}, {len(sources.library)} techniques")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run smt; a usage error (unknown option, bad value, missing argument) is one line and exit 2,
+    like every other error (click's own spans a usage box)."""
+    # typer bundles its own click; its UsageError is the base of the BadParameter it exports
+    usage_error = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+    try:
+        code = app(args=argv, prog_name="smt", standalone_mode=False)
+    except usage_error as error:
+        message = " ".join(error.format_message().split()).rstrip(".")
+        if not message:  # no arguments at all: the help was shown
+            raise SystemExit(error.exit_code) from None
+        command = error.ctx.command_path if error.ctx is not None else "smt"
+        typer.echo(f"error: {message}; see `{command} --help`", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 from . import cli_repo  # noqa: E402,F401  (registers model-repo commands)

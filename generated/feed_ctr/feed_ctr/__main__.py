@@ -327,6 +327,8 @@ def _run(args: argparse.Namespace, config: ModelConfig) -> int:
             print(f"exported ({exported.format}) to {exported.path}")
         else:
             print(format_capacity_report(spec_capacity_report(config)))
+    except BrokenPipeError:
+        raise  # a closed stdout: main ends quietly
     except (SchemaError, ValueError, OSError) as error:
         message = " ".join(str(error).split())
         if isinstance(error, OSError) and error.errno is not None:
