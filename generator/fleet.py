@@ -70,8 +70,11 @@ class Fleet:
         directory = self.directory / name
         path = directory / ANSWERS_FILE
         if not path.is_file():
-            known = ", ".join(self.names()) or "none yet; create one with `smt new`"
-            raise SmtError(f"{name}: no such model (no {GENERATED_DIR}/{name}/{ANSWERS_FILE}); models: {known}")
+            known = ", ".join(self.names()) or "none yet"
+            raise SmtError(
+                f"{name}: no such model (no {GENERATED_DIR}/{name}/{ANSWERS_FILE}); use one of: {known}; "
+                f"or create it with `smt new {name} --data-file SPEC.yml`"
+            )
         answers = self._load(path)
         declared = answers.get("model_name")
         if declared != name:
