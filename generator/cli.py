@@ -221,7 +221,7 @@ def diff(
         fleet = _fleet()
         if since is None:
             if output_format != "text":
-                raise SmtError("--format needs --since REF")
+                raise SmtError("--format needs --since REF; add --since REF (e.g. --since main) or drop --format")
             results = _changes(fleet, models, "diff:", jobs)
         else:
             formatter = _formatter(output_format)
@@ -511,7 +511,7 @@ def techniques_show(
         sources = engine.load_sources(fleet.root)
         technique = sources.library.get(name)
         if technique is None:
-            raise SmtError(f"{name}: unknown technique (known: {', '.join(sources.library)})")
+            raise SmtError(f"{name}: unknown technique; use one of: {', '.join(sources.library) or 'none'} (see `smt techniques`)")
         users = _users(fleet, [name])[name]
     except SmtError as error:
         raise _fail(error)

@@ -123,6 +123,7 @@ SPEC_CASES: dict[str, tuple[bytes, str]] = {
     "spec is a list": (b"- a\n- b\n", "mapping"),
     "empty spec": (b"", "mapping"),
     "unknown technique": (with_field("techniques.0.name", "dcn_v3").encode(), "smt techniques"),
+    "mistyped objective weight": (with_field("objectives.0.weight", None).encode(), "fix objectives[0].weight in the spec"),
     "unknown key": (spec_text(servng={}).encode(), "check its spelling"),
     "cardinality not a number": (with_field("sparse_features.0.cardinality", "many").encode(), "cardinality"),
     "keyword as feature name": (with_field("sparse_features.0.name", "class").encode(), "choose another"),
@@ -229,6 +230,8 @@ REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "technique.yml name differs from folder": (METADATA, replace_text("name: dcn_v2", "name: dcn_v9"), "folder name"),
     "technique.yml default of the wrong type": (METADATA, replace_text("default: 3", "default: three"), "default"),
     "technique.yml requires not a list": (METADATA, replace_text("requires: []", "requires: mmoe"), "list of technique names"),
+    "technique.yml requires an unknown technique": (METADATA, replace_text("requires: []", "requires: [dcn_v9]"), "fix the name"),
+    "technique.yml builds on an unknown technique": (METADATA, lambda d: d + b"builds_on: [no_such]\n", "fix the name"),
     # the template's extension points
     "extension_points.yml YAML syntax error": (POINTS, lambda d: d + b"model.py: [\n", "extension_points.yml:"),
     "extension_points.yml binary": (POINTS, constant(b"\x80\x81\x82" * 100), "not UTF-8"),

@@ -116,7 +116,7 @@ def load_sources(root: Path) -> TemplateSources:
     try:
         version = version_path.read_text().strip()
     except OSError as exc:
-        raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror})") from None
+        raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror}); restore it (git checkout -- {VERSION_FILE})") from None
     points_text = points_path.read_bytes() if points_path.is_file() else b""
     fingerprint = engine_fingerprint(version.encode(), points_text)
     sources = TemplateSources(root, version, _load_points(points_path), load_library(root / TECHNIQUES_DIR), fingerprint)
@@ -175,6 +175,10 @@ def plan_techniques(
         chosen[use.name] = AppliedTechnique(technique, technique.resolve_params(use.params, where))
     for name, applied in chosen.items():
         for required in applied.technique.requires:
+            if required not in chosen and required not in sources.library and required not in (local or {}):
+                raise SmtError(
+                    f"{applied.technique.directory / 'technique.yml'}: requires: {required!r} is not a technique; fix the name or remove it"
+                )
             if required not in chosen:
                 raise SmtError(f"{model}: techniques: {name!r} requires technique {required!r}; add it to the spec")
         for other in applied.technique.conflicts:
@@ -238,7 +242,7 @@ def _order(model: str, chosen: Mapping[str, AppliedTechnique], before: set[str] 
             if first in chosen:
                 visit(first, (*path, name))
             elif first in technique.builds_on and first not in done_elsewhere:
-                raise SmtError(f"{model}: techniques: {name!r} builds on {first!r}, which the model does not use; add it")
+                raise SmtError(f"{model}: techniques: {name!r} builds on {first!r}, which the model does not use; add {first!r} to the spec")
         state[name] = "done"
         ordered.append(chosen[name])
 

@@ -347,12 +347,14 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
 def validate_spec(answers: Any, model: str) -> ModelSpec:
     """Validate a model's answers; raise SmtError naming the model, the field and the problem."""
     if not isinstance(answers, dict):
-        raise SmtError(f"{model}: the spec must be a YAML mapping of answers, got {type(answers).__name__}")
+        raise SmtError(f"{model}: the spec must be a YAML mapping of answers, got {type(answers).__name__}; see README, The spec")
     data = {key: value for key, value in answers.items() if key not in COPIER_KEYS}
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
         where, problem = _describe(exc.errors()[0])
+        if ";" not in problem:  # pydantic's own wording says what is wrong, not what to do
+            problem += f"; fix {where} in the spec (see README, The spec)"
         raise SmtError(f"{model}: {where}: {problem}") from None
     return spec
 

@@ -111,7 +111,7 @@ class Technique:
         for key in given:
             if key not in known:
                 names = ", ".join(known) or "none"
-                raise SmtError(f"{where}.params.{key}: unknown param of technique {self.name!r} (its params: {names})")
+                raise SmtError(f"{where}.params.{key}: unknown param of technique {self.name!r}; use one of its params: {names}")
         resolved = []
         for param in self.params:
             value = given.get(param.name, param.default)
@@ -239,10 +239,20 @@ def load_library(directory: Path, local: bool = False) -> dict[str, Technique]:
     if not directory.is_dir():
         if local:
             return {}
-        raise SmtError(f"{directory}: technique library folder not found")
+        raise SmtError(f"{directory}: technique library folder not found; run smt inside an SMT repository or set SMT_ROOT")
     library = {}
     for folder in sorted(directory.iterdir()):
         if folder.is_dir() and (folder / METADATA_FILE).is_file():
             technique = load_technique(folder, local=local)
             library[technique.name] = technique
+    if not local:  # a shared technique can only name shared ones (a local one may name either)
+        for technique in library.values():
+            for key in ("requires", "builds_on", "after", "conflicts"):
+                unknown = [name for name in getattr(technique, key) if name not in library]
+                if unknown:
+                    raise _fail(
+                        technique.directory / METADATA_FILE,
+                        f"{key}: {unknown[0]!r} is not a technique of the library; fix the name or remove it "
+                        f"(techniques: {', '.join(library)})",
+                    )
     return library
