@@ -32,6 +32,7 @@ TEMPLATE_FILE = "template_repo/template/{{ model_name }}/metrics.py.jinja"
 METADATA = "techniques/dcn_v2/technique.yml"
 PATCH = "techniques/dcn_v2/model.py"
 POINTS = "template_repo/extension_points.yml"
+ANSWERS = "generated/feed_ctr/.copier-answers.yml"
 
 GOOD_SPEC = {
     "description": "A model for the error catalogue.",
@@ -218,6 +219,12 @@ def constant(data: bytes) -> Callable[[bytes], bytes]:
 
 # name -> (file relative to the repository, its edit, a word the one line must contain)
 REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
+    # a model's answers file in generated/
+    "answers file binary": (ANSWERS, constant(b"\x89PNG\r\n\x1a\n" + bytes(range(256))), "not UTF-8"),
+    "answers file YAML syntax error": (ANSWERS, lambda d: d + b"objectives: [\n", ".copier-answers.yml:"),
+    "answers file alias bomb": (ANSWERS, lambda d: alias_bomb().encode() + d, "aliases"),
+    "answers file oversized": (ANSWERS, lambda d: d + b"# " + b"y" * (3 * 1024 * 1024) + b"\n", "over the limit"),
+    "answers file tables over the budget": (ANSWERS, replace_text("max_params: 1000000", "max_params: 1000"), "serving.max_params"),
     # technique metadata
     "technique.yml YAML syntax error": (METADATA, replace_text("requires: []", "requires: [\n  bad: :"), "technique.yml:"),
     "technique.yml binary": (METADATA, constant(b"\xff\xfe\x00bin" * 50), "not UTF-8"),
