@@ -485,3 +485,24 @@ def test_cases_hold_in_a_real_process(model: ModelWorld, in_repo: Path, tmp_path
 def test_the_catalogue_is_large_enough() -> None:
     cases = len(SPEC_CASES) + 2 + len(REPO_CASES) + 1 + len(SMT_OPTION_CASES) + len(MODEL_CASES)
     assert cases >= 60, cases
+
+
+def test_capacity_is_computed_from_the_spec_without_allocating_the_tables(model: ModelWorld) -> None:
+    """Tables of 3 x 10**9 rows (96 GB as float32) are measured in a moment: the report counts
+    them from the spec and measures FLOPs on small stand-in tables; the rest equals the real
+    model's report."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    serve = importlib.import_module(f"{MODEL}.serve")
+    train = importlib.import_module(f"{MODEL}.train")
+    small = serve.spec_capacity_report(model.config)
+    measured = serve.capacity_report(train.build_model(model.config), model.config)
+    assert small == measured
+    huge_features = tuple(replace(feature, cardinality=3 * 10**9) for feature in model.config.sparse_features)
+    huge = serve.spec_capacity_report(replace(model.config, sparse_features=huge_features))
+    rows = sum(3 * 10**9 * feature.embedding_dim for feature in model.config.sparse_features)
+    assert huge["embedding_parameters"] == rows
+    assert huge["embedding_bytes"] == 4 * rows
+    assert huge["dense_parameters"] == measured["dense_parameters"]
+    assert huge["mflops_per_example"] == measured["mflops_per_example"]
+    assert not huge["params_within_budget"]
