@@ -185,6 +185,14 @@ def test_missing_spec_file(in_repo: Path, tmp_path: Path, capsys: pytest.Capture
     assert tree_hash(in_repo) == before
 
 
+def test_endless_spec_file(in_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """/dev/zero never ends: the reader stops one byte past its limit instead of reading forever."""
+    before = tree_hash(in_repo)
+    code, out, err = run_smt_here(capsys, "new", "new_model", "--data-file", "/dev/zero")
+    assert_one_line_error(code, out, err, "over the limit")
+    assert tree_hash(in_repo) == before
+
+
 def test_existing_model_name(in_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "spec.yml"
     spec.write_text(spec_text())
@@ -483,7 +491,7 @@ def test_cases_hold_in_a_real_process(model: ModelWorld, in_repo: Path, tmp_path
 
 
 def test_the_catalogue_is_large_enough() -> None:
-    cases = len(SPEC_CASES) + 2 + len(REPO_CASES) + 1 + len(SMT_OPTION_CASES) + len(MODEL_CASES)
+    cases = len(SPEC_CASES) + 3 + len(REPO_CASES) + 1 + len(SMT_OPTION_CASES) + len(MODEL_CASES)
     assert cases >= 60, cases
 
 

@@ -49,13 +49,15 @@ def read_input_text(path: Path, what: str) -> str:
     """The text of an input file; raise SmtError naming it when it is missing, unreadable, larger
     than MAX_INPUT_BYTES or not UTF-8. ``what`` names the file's role, e.g. "the spec"."""
     try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
+        with path.open("rb") as file:  # read one byte past the limit: /dev/zero or a pipe never ends
+            data = file.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            size = path.stat().st_size
+            known = f" ({size:,} bytes)" if size > MAX_INPUT_BYTES else ""
             raise SmtError(
-                f"{path}: {what} is {size:,} bytes, over the limit of {MAX_INPUT_BYTES:,} for an input file; "
+                f"{path}: {what} is over the limit of {MAX_INPUT_BYTES:,} bytes for an input file{known}; "
                 f"check that this is the right file"
             )
-        data = path.read_bytes()
     except OSError as exc:
         raise SmtError(f"{path}: cannot read {what} ({exc.strerror or exc}); check the path and its permissions") from None
     try:
