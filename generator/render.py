@@ -14,7 +14,9 @@ text (or the same shape, see ``engine/shapes.py``) are patched and formatted onc
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 from pathlib import Path, PurePath
 from typing import Any
@@ -148,7 +150,7 @@ def template_error(exc: BaseException, file: Path, root: Path) -> SmtError:
     they show template files and lines)."""
     if getattr(exc, "is_smt_error", False):
         if "is not valid Python" in str(exc):  # the rendered text of this template file
-            return SmtError(f"{_shown(file, root)}: renders {exc}")
+            return SmtError(f"{_shown(file, root)}{_template_line_of(str(exc), file)}: renders {exc}")
         return SmtError(str(exc))
     import jinja2  # noqa: PLC0415 - Copier's dependency, loaded by the renderer already
 
@@ -168,6 +170,20 @@ def template_error(exc: BaseException, file: Path, root: Path) -> SmtError:
     if isinstance(exc, UnicodeDecodeError):
         return SmtError(f"{where}: not UTF-8 text (undecodable byte at offset {exc.start}); template files must be UTF-8")
     return SmtError(f"{where}: rendering failed ({type(exc).__name__}: {_one_line(str(exc))}); fix the template")
+
+
+def _template_line_of(message: str, file: Path) -> str:
+    """":N" when the invalid line the message quotes appears on exactly one line N of the template."""
+    match = re.search(r"is not valid Python \([^()]*: ('.*'|\".*\")\)", message)
+    if match is None:
+        return ""
+    try:
+        quoted = ast.literal_eval(match.group(1))
+        lines = file.read_text().splitlines()
+    except (ValueError, SyntaxError, OSError, UnicodeDecodeError):
+        return ""
+    found = [number for number, line in enumerate(lines, 1) if quoted and line.strip() == quoted]
+    return f":{found[0]}" if len(found) == 1 else ""
 
 
 def _shown(path: str | Path, root: Path) -> str:

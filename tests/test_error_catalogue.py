@@ -264,7 +264,7 @@ REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "template undefined attribute": (TEMPLATE_FILE, insert_line(5, "{{ model_name.no.such }}"), "metrics.py.jinja:5"),
     "template runtime error": (TEMPLATE_FILE, insert_line(15, "{{ 1 // 0 }}"), "metrics.py.jinja:15"),
     "template includes a missing file": (TEMPLATE_FILE, insert_line(5, '{% include "missing.jinja" %}'), "metrics.py.jinja:5"),
-    "template renders invalid Python": (TEMPLATE_FILE, insert_line(15, "def broken(:"), "not valid Python"),
+    "template renders invalid Python": (TEMPLATE_FILE, insert_line(15, "def broken(:"), "metrics.py.jinja:15: renders metrics.py"),
     "template file binary": (TEMPLATE_FILE, constant(b"\xff\xfe\xfd" * 30), "metrics.py.jinja"),
 }
 
