@@ -130,7 +130,11 @@ def export_model(
     Uses torch.export with a dynamic batch size; if export fails (e.g. on Python
     control flow a technique added), falls back to torch.jit.trace.
 
+    The file is written next to path under a hidden name and renamed to path once it
+    checks out, so a failed export leaves nothing behind.
+
     Raises:
+        ValueError: path exists, or its folder is missing or cannot be written (one line).
         RuntimeError: the reloaded model's logits differ from the eager model's.
     """
     path = check_export_path(path)

@@ -281,10 +281,10 @@ def _write_data(args: argparse.Namespace, config: ModelConfig) -> None:
             f"{args.directory}: cannot write in {existing} ({problem}); choose another"
             " directory"
         )
-    existing = [str(path) for path in paths if path.exists()]
-    if existing:
+    present = [str(path) for path in paths if path.exists()]
+    if present:
         raise ValueError(
-            f"{', '.join(existing)} already exist(s); remove them or choose another directory"
+            f"{', '.join(present)} already exist(s); remove them or choose another directory"
         )
     args.directory.mkdir(parents=True, exist_ok=True)
     sizes = [config.train_examples, config.eval_examples, config.eval_examples]
