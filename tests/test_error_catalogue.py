@@ -310,6 +310,11 @@ SMT_OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "--param without =": (["adopt", "dcn_v2", "--models", "feed_ctr", "--param", "layers"], "NAME=VALUE"),
     "adopt an unknown technique": (["preview", "dcn_v9"], "smt techniques"),
     "blame without a line": (["blame", "generated/feed_ctr/feed_ctr/model.py"], "line"),
+    "blame of a missing file": (["blame", "generated/feed_ctr/nope.py:3"], "of a file that exists"),
+    "blame past the last line": (["blame", "generated/feed_ctr/feed_ctr/model.py:99999"], "give a line from 1 to"),
+    "conflicts in a missing folder": (["conflicts", "/no/such/folder"], "give the folder"),
+    "diff --since outside git": (["diff", "--since", "main"], "git checkout"),
+    "techniques show of an unknown technique": (["techniques", "show", "dcn_v9"], "use one of"),
 }
 
 
