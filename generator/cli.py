@@ -627,7 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         raise SystemExit(1) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
+    # an int here is typer.Exit's code (commands return data, e.g. generate's list, or None)
+    raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 from . import cli_repo  # noqa: E402,F401  (registers model-repo commands)
