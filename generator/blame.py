@@ -103,11 +103,11 @@ def blame(root: Path, location: str) -> list[Attribution]:
     entry = Fleet(root, cache.load_answers).model(model)
     file_path = entry.directory / relative
     if not file_path.is_file():
-        raise SmtError(f"{location}: no such generated file")
+        raise SmtError(f"{location}: no such generated file; give generated/<model>/<file>:<line> of a file that exists")
     current = file_path.read_text()
     lines = current.splitlines()
     if last > len(lines):
-        raise SmtError(f"{location}: the file has {len(lines)} lines")
+        raise SmtError(f"{location}: the file has {len(lines)} lines; give a line from 1 to {len(lines)}")
     authors = _file_authors(root, cache, entry, relative, current)
     return [Attribution(number, lines[number - 1], *authors[number - 1]) for number in range(first, last + 1)]
 

@@ -2,8 +2,11 @@
 
 Meant for ``smt check --capacity`` (the CLI wiring is the caller's): ``measure_fleet_capacity``
 imports each model's committed package from ``generated/<model>/`` in one PyTorch subprocess and
-runs its own ``serve.capacity_report`` (parameters, embedding bytes, measured MFLOPs per example,
-the budget), so the numbers are those of ``python -m <model> capacity``; ``over_budget`` turns the
+runs its own ``serve.spec_capacity_report`` (parameters, embedding bytes, measured MFLOPs per
+example, the budget), so the numbers are those of ``python -m <model> capacity``. That report is
+computed from the spec without allocating the embedding tables (parameter counts from the model
+built on the meta device, MFLOPs from a stand-in with small tables), so a spec too large for
+memory is measured, not crashed on; ``over_budget`` turns the
 rows into one line per exceeded budget. The generator itself never imports PyTorch.
 """
 
@@ -31,10 +34,8 @@ for folder in sys.argv[1:]:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
         config_module = importlib.import_module(name + ".config")
-        train = importlib.import_module(name + ".train")
         serve = importlib.import_module(name + ".serve")
-        config = config_module.ModelConfig()
-        results[folder] = serve.capacity_report(train.build_model(config), config)
+        results[folder] = serve.spec_capacity_report(config_module.ModelConfig())
     except Exception as error:
         last = traceback.format_exception_only(type(error), error)[-1].strip()
         results[folder] = {"error": last}
@@ -88,13 +89,14 @@ def measure_fleet_capacity(root: Path, names: list[str] | None = None) -> list[C
     folders = {str(entry.directory.resolve()): entry.name for entry in entries}
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *folders], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SmtError(f"measuring capacity: the PyTorch subprocess failed:\n{proc.stderr[-2000:]}")
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SmtError(f"measuring capacity: the PyTorch subprocess failed ({last}); run `python -m MODEL capacity` in generated/MODEL to see the full error")
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     failures = [
         f"{folders[folder]}: {report['error']}" for folder, report in measured.items() if "error" in report
     ]
     if failures:
-        raise SmtError("measuring capacity: " + "; ".join(failures))
+        raise SmtError("measuring capacity: " + "; ".join(failures) + "; run `python -m MODEL capacity` in generated/MODEL for the full error")
     rows = [
         CapacityRow(
             model=folders[folder],

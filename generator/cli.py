@@ -226,7 +226,7 @@ def diff(
         fleet = _fleet()
         if since is None:
             if output_format != "text":
-                raise SmtError("--format needs --since REF")
+                raise SmtError("--format needs --since REF; add --since REF (e.g. --since main) or drop --format")
             results = _changes(fleet, models, "diff:", jobs)
         else:
             formatter = _formatter(output_format)
@@ -516,7 +516,7 @@ def techniques_show(
         sources = engine.load_sources(fleet.root)
         technique = sources.library.get(name)
         if technique is None:
-            raise SmtError(f"{name}: unknown technique (known: {', '.join(sources.library)})")
+            raise SmtError(f"{name}: unknown technique; use one of: {', '.join(sources.library) or 'none'} (see `smt techniques`)")
         users = _users(fleet, [name])[name]
     except SmtError as error:
         raise _fail(error)
@@ -613,8 +613,25 @@ def version() -> None:
     typer.echo(f"smt {__version__}, template {sources.version}, {len(sources.library)} techniques")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run smt; a usage error (unknown option, bad value, missing argument) is one line and exit 2,
+    like every other error (click's own spans a usage box)."""
+    # typer bundles its own click; its UsageError is the base of the BadParameter it exports
+    usage_error = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+    try:
+        code = app(args=argv, prog_name="smt", standalone_mode=False)
+    except usage_error as error:
+        message = " ".join(error.format_message().split()).rstrip(".")
+        if not message:  # no arguments at all: the help was shown
+            raise SystemExit(error.exit_code) from None
+        command = error.ctx.command_path if error.ctx is not None else "smt"
+        typer.echo(f"error: {message}; see `{command} --help`", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(1) from None
+    # an int here is typer.Exit's code (commands return data, e.g. generate's list, or None)
+    raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 from . import cli_repo  # noqa: E402,F401  (registers model-repo commands)

@@ -8,16 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .engine import SmtError
+from .engine.store import load_yaml
 
 GENERATED_DIR = "generated"
 ANSWERS_FILE = ".copier-answers.yml"
 TEMPLATE_CONFIG = Path("template_repo") / "copier.yml"
-# libyaml's safe loader when PyYAML has it (a thousand specs load in a fraction of a second), else
-# PyYAML's own; both build the same data.
-_SPEC_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -48,17 +44,11 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def load_answers(path: Path) -> dict[str, Any]:
-    """Read a spec YAML file; raise SmtError naming the file when it is unreadable or not a mapping."""
-    try:
-        data = yaml.load(path.read_text(), Loader=_SPEC_LOADER)  # noqa: S506 - a safe loader
-    except OSError as exc:
-        raise SmtError(f"{path}: cannot read the spec ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SmtError(f"{path}: invalid YAML{where}; fix the syntax") from None
+    """Read a spec YAML file; raise SmtError naming the file when it is unreadable, too large, not
+    UTF-8, malformed or not a mapping (see ``engine.store.load_yaml``)."""
+    data = load_yaml(path, "the spec")
     if not isinstance(data, dict):
-        raise SmtError(f"{path}: a spec must be a YAML mapping of answers (model_name, objectives, ...)")
+        raise SmtError(f"{path}: a spec must be a YAML mapping of answers (model_name, objectives, ...); see README, The spec")
     return data
 
 
@@ -80,8 +70,11 @@ class Fleet:
         directory = self.directory / name
         path = directory / ANSWERS_FILE
         if not path.is_file():
-            known = ", ".join(self.names()) or "none yet; create one with `smt new`"
-            raise SmtError(f"{name}: no such model (no {GENERATED_DIR}/{name}/{ANSWERS_FILE}); models: {known}")
+            known = ", ".join(self.names()) or "none yet"
+            raise SmtError(
+                f"{name}: no such model (no {GENERATED_DIR}/{name}/{ANSWERS_FILE}); use one of: {known}; "
+                f"or create it with `smt new {name} --data-file SPEC.yml`"
+            )
         answers = self._load(path)
         declared = answers.get("model_name")
         if declared != name:

@@ -60,7 +60,8 @@ def measure_folders(folders: list[Path], doing: str = "measuring capacity") -> d
     """Parameters and MFLOPs per example of rendered model folders (one PyTorch subprocess for all)."""
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, folders)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SmtError(f"{doing}: a generated model failed to build:\n{proc.stderr[-2000:]}")
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SmtError(f"{doing}: a generated model failed to build ({last}); run `python -m MODEL capacity` in its folder for the full error")
     return json.loads(proc.stdout)
 
 

@@ -71,7 +71,7 @@ def _git(repo: Path, *args: str) -> str:
 def repo_root(start: Path) -> Path:
     """The top folder of the git work tree holding ``start``; SmtError outside one."""
     if not start.is_dir():
-        raise SmtError(f"{start}: no such folder")
+        raise SmtError(f"{start}: no such folder; give the folder of a model repository")
     try:
         proc = subprocess.run(
             ["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True, check=False

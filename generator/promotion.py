@@ -90,7 +90,7 @@ def promote(fleet: Fleet, change: str, opt_out: list[str]) -> Promotion:
         raise SmtError(f"{technique} {version}: its qualification at template {sources.version} failed ({'; '.join(record['reasons'][:2])}); not promoted")
     unknown = [name for name in opt_out if name not in fleet.names()]
     if unknown:
-        raise SmtError(f"--except {unknown[0]}: no such model")
+        raise SmtError(f"--except {unknown[0]}: no such model; name models of generated/ (see `smt status`)")
     params = dict(record.get("params") or {})
     use: dict[str, Any] = {"name": technique, "params": params} if params else {"name": technique}
     entries = [entry for entry in fleet.models() if entry.name not in opt_out]

@@ -14,7 +14,9 @@ text (or the same shape, see ``engine/shapes.py``) are patched and formatted onc
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 from pathlib import Path, PurePath
 from typing import Any
@@ -128,12 +130,72 @@ class TemplateRenderer:
             path = "/".join(parts)
             if path == self.answers_file or self._exclude(Path(path)):
                 continue
-            if is_template:
-                name = f"{self.loader_prefix}/{relative}" if self.loader_prefix else relative
-                tree[path] = self.env.get_template(name).render(**context)
-            else:
-                tree[path] = (self.root / relative).read_text()
+            try:
+                if is_template:
+                    name = f"{self.loader_prefix}/{relative}" if self.loader_prefix else relative
+                    tree[path] = self.env.get_template(name).render(**context)
+                else:
+                    tree[path] = (self.root / relative).read_text()
+            except Exception as exc:  # noqa: BLE001 - any failure of a template file is the template's
+                raise template_error(exc, self.root / relative, self.template_dir.parent) from None
         return dict(sorted(tree.items()))
+
+
+def template_error(exc: BaseException, file: Path, root: Path) -> SmtError:
+    """One line naming the template file (and line) that failed to render, and why.
+
+    SmtErrors (a technique's or the spec's problem, maybe from the template's private engine copy)
+    keep their message; Jinja syntax errors name the line Jinja reports; anything raised while
+    rendering names the deepest template line on the traceback (Jinja rewrites its frames so that
+    they show template files and lines)."""
+    if getattr(exc, "is_smt_error", False):
+        if "is not valid Python" in str(exc):  # the rendered text of this template file
+            return SmtError(f"{_shown(file, root)}{_template_line_of(str(exc), file)}: renders {exc}")
+        return SmtError(str(exc))
+    import jinja2  # noqa: PLC0415 - Copier's dependency, loaded by the renderer already
+
+    def shown(path: str | Path) -> str:
+        return _shown(path, root)
+
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        where = f"{shown(exc.filename or file)}:{exc.lineno}"
+        return SmtError(f"{where}: template syntax error ({_one_line(exc.message or str(exc))}); fix the template")
+    where = shown(file)
+    traceback = exc.__traceback__
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        if filename.endswith(".jinja") or filename == str(file):
+            where = f"{shown(filename)}:{traceback.tb_lineno}"
+        traceback = traceback.tb_next
+    if isinstance(exc, UnicodeDecodeError):
+        return SmtError(f"{where}: not UTF-8 text (undecodable byte at offset {exc.start}); template files must be UTF-8")
+    return SmtError(f"{where}: rendering failed ({type(exc).__name__}: {_one_line(str(exc))}); fix the template")
+
+
+def _template_line_of(message: str, file: Path) -> str:
+    """":N" when the invalid line the message quotes appears on exactly one line N of the template."""
+    match = re.search(r"is not valid Python \([^()]*: ('.*'|\".*\")\)", message)
+    if match is None:
+        return ""
+    try:
+        quoted = ast.literal_eval(match.group(1))
+        lines = file.read_text().splitlines()
+    except (ValueError, SyntaxError, OSError, UnicodeDecodeError):
+        return ""
+    found = [number for number, line in enumerate(lines, 1) if quoted and line.strip() == quoted]
+    return f":{found[0]}" if len(found) == 1 else ""
+
+
+def _shown(path: str | Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _render_phase() -> Any:

@@ -74,7 +74,8 @@ def _techniques_involved(changes: list[FileChange], changed: set[str]) -> list[s
 def _git(root: Path, *args: str) -> str:
     proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SmtError(f"git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
+        detail = " ".join((proc.stderr.strip().splitlines() or ["failed"])[-1:])
+        raise SmtError(f"git {' '.join(args)}: {detail}; check that the ref exists (`git log --oneline`) and that this is a git checkout")
     return proc.stdout
 
 

@@ -130,7 +130,8 @@ def test_invalid_yaml_names_the_file(repo_copy: Path) -> None:
     spec_path.write_text("model_name: feed_ctr\nobjectives: [unclosed\n")
     result = run_smt(repo_copy, "check", "feed_ctr")
     assert result.code == 2
-    assert ".copier-answers.yml: invalid YAML" in result.err and "Traceback" not in result.err
+    assert ".copier-answers.yml:3: the spec is not valid YAML" in result.err and "fix the syntax" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
 
 
 def test_unknown_model_is_exit_2(repo_copy: Path) -> None:

@@ -166,3 +166,82 @@ def test_writers_wait_for_the_lock_and_then_refuse_with_one_line(two_models: Pat
         reading = runner.invoke(app, ["status"])  # read-only commands do not take the lock
         assert reading.exit_code == 0, reading.output
     assert runner.invoke(app, ["generate", "--jobs", "1"]).exit_code == 0
+
+
+class _KillAfter:
+    """Counts every filesystem operation a swap or a recovery makes (rename, write, mkdir,
+    copytree, rmtree) and kills the process at operation number ``at`` (None: never)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: int | None) -> None:
+        self.count = 0
+        self.at = at
+        for owner, name in ((Path, "rename"), (Path, "write_text"), (Path, "mkdir"), (shutil, "copytree"), (shutil, "rmtree")):
+            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
+
+    def _wrap(self, real):  # type: ignore[no-untyped-def]
+        def operation(*args: object, **kwargs: object) -> object:
+            if self.count == self.at:
+                raise Killed()
+            self.count += 1
+            return real(*args, **kwargs)
+
+        return operation
+
+
+def _operations(monkeypatch: pytest.MonkeyPatch, action) -> int:  # type: ignore[no-untyped-def]
+    with monkeypatch.context() as patch:
+        counter = _KillAfter(patch, None)
+        action()
+    return counter.count
+
+
+def test_a_kill_at_every_filesystem_operation_and_again_during_recovery_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exhaustive: the writer dies after each of its filesystem operations; then the recovery
+    itself dies after each of its own; a last recovery leaves the old or the new folder, whole,
+    with runs and tool state, and the next regeneration works."""
+
+    def fresh(name: str) -> Path:
+        directory = tmp_path / name / "generated" / "m"
+        write_tree(directory, OLD, "model_name: m\n")
+        (directory / "runs" / "run-1").mkdir(parents=True)
+        (directory / "runs" / "run-1" / "checkpoint.pt").write_bytes(CHECKPOINT)
+        (directory / ".smt").mkdir()
+        (directory / ".smt" / "state").write_text("tool state\n")
+        return directory
+
+    probe = fresh("probe")
+    writes = _operations(monkeypatch, lambda: write_tree(probe, NEW))
+    assert writes >= 8, writes  # staging, files, two renames, carry-overs, backup removal
+    cases = 0
+    for first in range(writes):
+        crashed = fresh(f"w{first}")
+        with monkeypatch.context() as patch:
+            _KillAfter(patch, first)
+            with pytest.raises(Killed):
+                write_tree(crashed, NEW)
+        twin = fresh(f"w{first}-twin")  # the same crash, to count the recovery's own operations
+        with monkeypatch.context() as patch:
+            _KillAfter(patch, first)
+            with pytest.raises(Killed):
+                write_tree(twin, NEW)
+        recoveries = _operations(monkeypatch, lambda: recover_swaps(twin.parent))
+        for second in range(recoveries):
+            again = fresh(f"w{first}-r{second}")
+            with monkeypatch.context() as patch:
+                _KillAfter(patch, first)
+                with pytest.raises(Killed):
+                    write_tree(again, NEW)
+            with monkeypatch.context() as patch:
+                _KillAfter(patch, second)
+                with pytest.raises(Killed):
+                    recover_swaps(again.parent)
+            recover_swaps(again.parent)
+            _assert_whole(again)
+            cases += 1
+        recover_swaps(crashed.parent)
+        _assert_whole(crashed)
+        write_tree(crashed, NEW)
+        _assert_whole(crashed)
+        assert read_tree(crashed) == NEW
+        cases += 1
+    assert cases > writes  # some recoveries were themselves interrupted

@@ -173,7 +173,8 @@ def test_cycles_and_missing_requirements_are_errors(repo_copy: Path) -> None:
     spec = yaml.safe_load((repo_copy / "generated/search_ads_ctr/.copier-answers.yml").read_text())
 
     result = run_smt(repo_copy, "generate", "search_ads_ctr")
-    assert result.code == 2 and "'two' requires technique 'three'" in result.err
+    # 'three' does not exist, so "add it to the spec" could not work: the metadata is what to fix
+    assert result.code == 2 and "two/technique.yml: requires: 'three' is not a technique of the library; fix the name" in result.err
 
     spec["techniques"] = [{"name": "one"}, {"name": "two"}]
     meta = repo_copy / "techniques/two/technique.yml"

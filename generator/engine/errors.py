@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class SmtError(Exception):
     """A problem with the user's input (spec, technique, template) that the user can fix.
@@ -18,3 +20,16 @@ class SmtError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = 60
+_BRIEF.maxother = 60
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4
+_BRIEF.maxlevel = 2
+
+
+def brief(value: object) -> str:
+    """``repr(value)`` cut short: a rejected input may be huge (a YAML alias expands to millions of
+    items), and an error message must stay one readable line and cost nothing to build."""
+    return _BRIEF.repr(value)

@@ -78,7 +78,7 @@ def parse_patch(source: str, origin: str) -> ParsedPatch:
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
-        raise SmtError(f"{origin}: not valid Python ({exc.message} at line {exc.raw_line})") from None
+        raise SmtError(f"{origin}: not valid Python at line {exc.raw_line} ({' '.join(exc.message.split())}); fix the syntax") from None
     imports: list[cst.SimpleStatementLine] = []
     definitions: list[tuple[str, Definition]] = []
     for index, statement in enumerate(module.body):

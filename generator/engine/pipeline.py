@@ -17,7 +17,6 @@ from typing import Any
 
 import black
 import libcst as cst
-import yaml
 
 from .config_params import add_technique_params
 from .errors import SmtError
@@ -25,7 +24,7 @@ from .layout import add_header, format_python
 from .patch import ExtensionPoint, apply_patch, parse_patch
 from .shapes import shape_of, unshape
 from .slots import fill_slots, slot_fields, unwrap_field, wrap_field
-from .store import current_store
+from .store import current_store, load_yaml
 from .spec import ModelSpec, spec_field_error, validate_spec
 from .technique import AppliedTechnique, Technique, load_library
 
@@ -87,10 +86,7 @@ def _technique_files(directory: Path) -> list[Path]:
 
 
 def _load_points(path: Path) -> Points:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
+    raw = load_yaml(path, "the template's extension points")
     if not isinstance(raw, dict) or not all(isinstance(names, dict) for names in raw.values()):
         raise SmtError(f"{path}: expected a mapping of module -> {{extension point: {{kind, description}}}}")
     points: dict[str, dict[str, ExtensionPoint]] = {}
@@ -118,7 +114,7 @@ def load_sources(root: Path) -> TemplateSources:
     try:
         version = version_path.read_text().strip()
     except OSError as exc:
-        raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror})") from None
+        raise SmtError(f"{version_path}: cannot read the template version ({exc.strerror}); restore it (git checkout -- {VERSION_FILE})") from None
     points_text = points_path.read_bytes() if points_path.is_file() else b""
     fingerprint = engine_fingerprint(version.encode(), points_text)
     sources = TemplateSources(root, version, _load_points(points_path), load_library(root / TECHNIQUES_DIR), fingerprint)
@@ -177,6 +173,10 @@ def plan_techniques(
         chosen[use.name] = AppliedTechnique(technique, technique.resolve_params(use.params, where))
     for name, applied in chosen.items():
         for required in applied.technique.requires:
+            if required not in chosen and required not in sources.library and required not in (local or {}):
+                raise SmtError(
+                    f"{applied.technique.directory / 'technique.yml'}: requires: {required!r} is not a technique; fix the name or remove it"
+                )
             if required not in chosen:
                 raise SmtError(f"{model}: techniques: {name!r} requires technique {required!r}; add it to the spec")
         for other in applied.technique.conflicts:
@@ -234,7 +234,7 @@ def _order(model: str, chosen: Mapping[str, AppliedTechnique], before: set[str] 
             if first in chosen:
                 visit(first, (*path, name))
             elif first in technique.builds_on and first not in done_elsewhere:
-                raise SmtError(f"{model}: techniques: {name!r} builds on {first!r}, which the model does not use; add it")
+                raise SmtError(f"{model}: techniques: {name!r} builds on {first!r}, which the model does not use; add {first!r} to the spec")
         state[name] = "done"
         ordered.append(chosen[name])
 
@@ -384,9 +384,19 @@ class FileRenderer:
                 touched += [a.technique.label for a in plan if a.technique.params and a.technique.label not in touched]
             try:
                 text = format_python(text)
-            except black.InvalidInput as exc:
-                raise SmtError(f"{target}: the rendered file is not valid Python after techniques {touched or 'none'} ({exc})") from None
+            except black.InvalidInput:
+                raise SmtError(f"{target}: {python_problem(text)} after techniques {', '.join(touched) or 'none'}; fix that line in the template or technique") from None
         return add_header(text, target, self.sources.version, touched)
+
+
+def python_problem(text: str) -> str:
+    """Where and why ``text`` is not valid Python, in one line (black's own message spans several)."""
+    try:
+        compile(text, "<rendered>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = (exc.text or "").strip()
+        return f"line {exc.lineno} is not valid Python ({exc.msg}: {line[:80]!r})"
+    return "the file is not valid Python for black's target version"
 
 
 _RENDERERS: dict[TemplateSources, FileRenderer] = {}

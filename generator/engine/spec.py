@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import keyword
+import os
 import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SmtError
+from .errors import SmtError, brief
 
 # Keys Copier itself writes into an answers file.
 COPIER_KEYS = frozenset({"_src_path", "_commit"})
@@ -18,9 +19,9 @@ RESERVED_PACKAGE_NAMES = frozenset({"torch", "numpy", "pyarrow", "tests", "test"
 
 def _check_identifier(value: str, what: str) -> str:
     if not isinstance(value, str) or not value.isidentifier():
-        raise ValueError(f"{value!r} is not a Python identifier; use letters, digits and '_' ({what})")
+        raise ValueError(f"{brief(value)} is not a Python identifier; use letters, digits and '_' ({what})")
     if keyword.iskeyword(value) or keyword.issoftkeyword(value):
-        raise ValueError(f"{value!r} is a Python keyword; choose another {what}")
+        raise ValueError(f"{brief(value)} is a Python keyword; choose another {what}")
     return value
 
 
@@ -195,7 +196,7 @@ class ModelSpec(_Strict):
     def _model_name(cls, value: str) -> str:
         _check_identifier(value, "model name")
         if value in RESERVED_PACKAGE_NAMES or value in sys.stdlib_module_names:
-            raise ValueError(f"{value!r} would shadow a module the model imports; choose another name")
+            raise ValueError(f"{brief(value)} would shadow a module the model imports; choose another name")
         return value
 
     @model_validator(mode="after")
@@ -221,6 +222,7 @@ class ModelSpec(_Strict):
             raise _FieldProblem("hyperparameters.label_rates", f"has {len(rates)} rate(s) but the model has {len(self.objectives)} objective(s); give one per objective")
         self._check_data()
         self._check_synthetic()
+        self._check_embedding_size()
         used: set[str] = set()
         for index, use in enumerate(self.techniques):
             if use.name in used:
@@ -263,9 +265,39 @@ class ModelSpec(_Strict):
         if noise and noise >= min(rates):
             raise _FieldProblem("synthetic.label_noise", f"{noise} is not below every label rate (lowest {min(rates):g}); flipped labels alone would exceed it")
 
+    def _check_embedding_size(self) -> None:
+        """Refuse tables that can never serve or fit: their size follows from the spec alone."""
+        parameters = embedding_parameters(self)
+        if parameters > self.serving.max_params:
+            raise _FieldProblem(
+                "serving.max_params",
+                f"the embedding tables alone hold {parameters:,} parameters (sum of cardinality x embedding_dim), over the "
+                f"budget of {self.serving.max_params:,}; lower cardinalities or embedding dims, or raise serving.max_params",
+            )
+        memory = physical_memory_bytes()
+        if memory and parameters * 4 > memory:
+            raise _FieldProblem(
+                "sparse_features",
+                f"the embedding tables need {parameters * 4 / 2**30:,.1f} GiB (float32), more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory; lower cardinalities or embedding dims",
+            )
+
     @property
     def technique_names(self) -> list[str]:
         return [use.name for use in self.techniques]
+
+
+def embedding_parameters(spec: ModelSpec) -> int:
+    """Parameters of the model's embedding tables: one row of embedding_dim per id."""
+    return sum(feature.cardinality * feature.embedding_dim for feature in spec.sparse_features)
+
+
+def physical_memory_bytes() -> int:
+    """This machine's memory in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 class _FieldProblem(ValueError):
@@ -308,19 +340,21 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         message = message[len("Value error, ") :]
     given = error.get("input")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        message = f"{message} (got {given!r})"
+        message = f"{message} (got {brief(given)})"
     return where, message
 
 
 def validate_spec(answers: Any, model: str) -> ModelSpec:
     """Validate a model's answers; raise SmtError naming the model, the field and the problem."""
     if not isinstance(answers, dict):
-        raise SmtError(f"{model}: the spec must be a YAML mapping of answers, got {type(answers).__name__}")
+        raise SmtError(f"{model}: the spec must be a YAML mapping of answers, got {type(answers).__name__}; see README, The spec")
     data = {key: value for key, value in answers.items() if key not in COPIER_KEYS}
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
         where, problem = _describe(exc.errors()[0])
+        if ";" not in problem:  # pydantic's own wording says what is wrong, not what to do
+            problem += f"; fix {where} in the spec (see README, The spec)"
         raise SmtError(f"{model}: {where}: {problem}") from None
     return spec
 

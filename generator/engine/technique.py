@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import keyword
 import re
@@ -9,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import SmtError
+from .errors import SmtError, brief
+from .store import load_yaml, read_input_text
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]")
 PRECONDITIONS = ("min_objectives", "min_dense_features", "min_sparse_features")
@@ -37,7 +37,7 @@ class Param:
         """Return ``value`` as this param's type, or raise ValueError saying what is wrong."""
         if self.type in ("list[int]", "list[float]"):
             if not isinstance(value, (list, tuple)):
-                raise ValueError(f"expected a list of {self.type[5:-1]}, got {value!r}")
+                raise ValueError(f"expected a list of {self.type[5:-1]}, got {brief(value)}")
             item = Param(self.name, self.type[5:-1], None, min=self.min, max=self.max)
             return tuple(item.coerce(element) for element in value)
         ok = {
@@ -47,15 +47,15 @@ class Param:
             "str": isinstance(value, str),
         }[self.type]
         if not ok:
-            raise ValueError(f"expected {self.type}, got {value!r}")
+            raise ValueError(f"expected {self.type}, got {brief(value)}")
         if self.type == "float":
             value = float(value)
         if self.min is not None and value < self.min:
-            raise ValueError(f"must be at least {self.min}, got {value!r}")
+            raise ValueError(f"must be at least {self.min}, got {brief(value)}")
         if self.max is not None and value > self.max:
-            raise ValueError(f"must be at most {self.max}, got {value!r}")
+            raise ValueError(f"must be at most {self.max}, got {brief(value)}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"must be one of {list(self.choices)}, got {value!r}")
+            raise ValueError(f"must be one of {list(self.choices)}, got {brief(value)}")
         return value
 
     @property
@@ -107,7 +107,7 @@ class Technique:
         for key in given:
             if key not in known:
                 names = ", ".join(known) or "none"
-                raise SmtError(f"{where}.params.{key}: unknown param of technique {self.name!r} (its params: {names})")
+                raise SmtError(f"{where}.params.{key}: unknown param of technique {self.name!r}; use one of its params: {names}")
         resolved = []
         for param in self.params:
             value = given.get(param.name, param.default)
@@ -163,13 +163,24 @@ def _load_param(path: Path, name: str, raw: Any) -> Param:
     return param
 
 
+def _patch_text(path: Path) -> str:
+    """A patch file's text; one that defines nothing would silently drop the technique's code from
+    every model using it, so it is refused (syntax errors are reported when the patch is parsed)."""
+    text = read_input_text(path, "a technique patch")
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return text
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+    if not any(isinstance(statement, definitions) for statement in tree.body):
+        raise _fail(path, "the patch defines nothing (no class, function or assignment); add what the technique adds or replaces, or delete the file")
+    return text
+
+
 def load_technique(directory: Path, local: bool = False) -> Technique:
     """Load one technique folder; raise SmtError naming the file on bad metadata."""
     path = directory / METADATA_FILE
-    try:
-        meta = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise _fail(path, f"cannot read technique metadata ({exc})") from None
+    meta = load_yaml(path, "technique metadata")
     if not isinstance(meta, dict):
         raise _fail(path, "expected a mapping of technique metadata")
     unknown = set(meta) - _METADATA_KEYS
@@ -193,7 +204,7 @@ def load_technique(directory: Path, local: bool = False) -> Technique:
     if not isinstance(applies_to, dict) or set(applies_to) - set(PRECONDITIONS):
         raise _fail(path, f"applies_to: expected a mapping with keys from {list(PRECONDITIONS)}")
     patches = tuple(
-        (patch.name, patch.read_text())
+        (patch.name, _patch_text(patch))
         for patch in sorted(directory.glob("*.py"))
         if not patch.name.startswith("test_") and patch.name != "conftest.py"
     )
@@ -221,10 +232,20 @@ def load_library(directory: Path, local: bool = False) -> dict[str, Technique]:
     if not directory.is_dir():
         if local:
             return {}
-        raise SmtError(f"{directory}: technique library folder not found")
+        raise SmtError(f"{directory}: technique library folder not found; run smt inside an SMT repository or set SMT_ROOT")
     library = {}
     for folder in sorted(directory.iterdir()):
         if folder.is_dir() and (folder / METADATA_FILE).is_file():
             technique = load_technique(folder, local=local)
             library[technique.name] = technique
+    if not local:  # a shared technique can only name shared ones (a local one may name either)
+        for technique in library.values():
+            for key in ("requires", "builds_on", "after", "conflicts"):
+                unknown = [name for name in getattr(technique, key) if name not in library]
+                if unknown:
+                    raise _fail(
+                        technique.directory / METADATA_FILE,
+                        f"{key}: {unknown[0]!r} is not a technique of the library; fix the name or remove it "
+                        f"(techniques: {', '.join(library)})",
+                    )
     return library

@@ -6,9 +6,11 @@
 Shapes: B = batch size, N = number of dense features, T = number of objectives.
 """
 
+import os
+import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ModelConfig
 from .data import generate_synthetic, table_to_batches
+from .features import EmbeddingTables
 
 ModelInputs = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
 
 EXAMPLE_BATCH_SIZE = 64
 EXPORT_TOLERANCE = 1e-5  # largest |reloaded - eager| logit difference accepted
+CAPACITY_TABLE_ROWS = (
+    8  # rows per table of spec_capacity_report's FLOP-measuring stand-in
+)
 
 
 def example_inputs(
@@ -79,6 +85,43 @@ def load_exported(path: str | Path) -> Callable[..., torch.Tensor]:
     return torch.jit.load(str(path))
 
 
+def check_export_path(path: str | Path) -> Path:
+    """path, if an export can be written there: refused (ValueError, one line) when it
+    already exists or its directory is missing or not writable, before any work."""
+    path = Path(path)
+    folder = path.parent
+    if path.exists() or path.is_symlink():
+        raise ValueError(
+            f"{path} already exists; remove it or choose another export path"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"{folder} is a file, not a directory; choose another export path"
+        )
+    if not folder.exists():
+        raise ValueError(
+            f"{folder} does not exist; create it (mkdir -p {folder}) or choose another"
+            " export path"
+        )
+    problem = unwritable(folder)
+    if problem:
+        raise ValueError(
+            f"{folder} is not writable ({problem}); choose another export path"
+        )
+    return path
+
+
+def unwritable(folder: Path) -> str:
+    """Why no file can be created in the existing folder ("" when one can): creates and
+    removes a probe file, the one test that also holds for root and read-only mounts."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return ""
+
+
 def export_model(
     model: nn.Module, config: ModelConfig, path: str | Path
 ) -> ExportResult:
@@ -87,35 +130,55 @@ def export_model(
     Uses torch.export with a dynamic batch size; if export fails (e.g. on Python
     control flow a technique added), falls back to torch.jit.trace.
 
+    The file is written next to path under a hidden name and renamed to path once it
+    checks out, so a failed export leaves nothing behind.
+
     Raises:
+        ValueError: path exists, or its folder is missing or cannot be written (one line).
         RuntimeError: the reloaded model's logits differ from the eager model's.
     """
-    path = Path(path)
+    path = check_export_path(path)
     model.eval()
     inputs = example_inputs(config, seed=config.seed)
     export_format, fallback_reason = "torch.export", ""
+    partial = path.with_name(
+        f".{path.stem}.partial{path.suffix}"
+    )  # renamed once checked
     try:
-        program = torch.export.export(
-            model, inputs, dynamic_shapes=_dynamic_shapes(inputs)
+        try:
+            program = torch.export.export(
+                model, inputs, dynamic_shapes=_dynamic_shapes(inputs)
+            )
+            torch.export.save(program, partial)
+        except OSError:
+            raise
+        except (
+            Exception
+        ) as error:  # export raises many error types; any of them means "fall back"
+            export_format, fallback_reason = (
+                "torchscript",
+                f"{type(error).__name__}: {error}",
+            )
+            torch.jit.save(torch.jit.trace(model, inputs, strict=False), str(partial))
+        check_inputs = example_inputs(
+            config, EXAMPLE_BATCH_SIZE // 2 + 1, config.seed + 1
         )
-        torch.export.save(program, path)
-    except (
-        Exception
-    ) as error:  # export raises many error types; any of them means "fall back"
-        export_format, fallback_reason = (
-            "torchscript",
-            f"{type(error).__name__}: {error}",
-        )
-        torch.jit.save(torch.jit.trace(model, inputs, strict=False), str(path))
-    check_inputs = example_inputs(config, EXAMPLE_BATCH_SIZE // 2 + 1, config.seed + 1)
-    with torch.no_grad():
-        expected = model(*check_inputs)
-        actual = load_exported(path)(*check_inputs)
-    max_abs_diff = (actual - expected).abs().max().item()
-    if not max_abs_diff <= EXPORT_TOLERANCE:
-        raise RuntimeError(
-            f"exported model at {path} differs from the eager model by {max_abs_diff:.3g}"
-        )
+        with torch.no_grad():
+            expected = model(*check_inputs)
+            actual = load_exported(partial)(*check_inputs)
+        max_abs_diff = (actual - expected).abs().max().item()
+        if not max_abs_diff <= EXPORT_TOLERANCE:
+            raise RuntimeError(
+                f"exported model at {path} differs from the eager model by {max_abs_diff:.3g}"
+            )
+        os.replace(partial, path)
+    except OSError as error:
+        raise ValueError(
+            f"{path}: cannot write the export ({error.strerror or error}); free space or"
+            " choose another path"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
     return ExportResult(path, export_format, max_abs_diff, fallback_reason)
 
 
@@ -165,25 +228,91 @@ def capacity_report(model: nn.Module, config: ModelConfig) -> dict[str, Any]:
         params_within_budget, mflops_within_budget, within_budget, and
         params_budget_used, mflops_budget_used (cost / budget; above 1 is over).
     """
-    parameters = sum(parameter.numel() for parameter in model.parameters())
+    inputs = example_inputs(config, seed=config.seed)
+    mflops = forward_flops(model, inputs) / inputs[0].shape[0] / 1e6
+    return _budget_report(_parameter_counts(model), mflops, config)
+
+
+def spec_capacity_report(config: ModelConfig) -> dict[str, Any]:
+    """capacity_report computed from the spec, without allocating the embedding tables.
+
+    Builds a stand-in whose tables have at most CAPACITY_TABLE_ROWS rows: its dense
+    parameters and MFLOPs per example are the model's (a lookup costs the same whatever
+    the table's size), and each sparse feature's table is counted at its spec size,
+    cardinality X embedding_dim. A spec with tables larger than memory is measured as
+    cheaply as a small one.
+    """
+    from .train import (
+        build_model,
+    )  # train imports the model; serve stays importable alone
+
+    features = tuple(
+        replace(
+            feature,
+            cardinality=min(feature.cardinality, CAPACITY_TABLE_ROWS),
+            unknown_id=(
+                feature.unknown_id
+                if feature.unknown_id is not None
+                and feature.unknown_id < CAPACITY_TABLE_ROWS
+                else None
+            ),
+        )
+        for feature in config.sparse_features
+    )
+    stand_in = replace(config, sparse_features=features)
+    model = build_model(stand_in)
+    cardinality = {
+        feature.name: feature.cardinality for feature in config.sparse_features
+    }
+    rows = {
+        id(table): cardinality[name]
+        for module in model.modules()
+        if isinstance(module, EmbeddingTables)
+        for name, table in module.tables.items()
+    }
+    inputs = example_inputs(stand_in, seed=config.seed)
+    mflops = forward_flops(model, inputs) / inputs[0].shape[0] / 1e6
+    return _budget_report(_parameter_counts(model, rows), mflops, config)
+
+
+def _parameter_counts(
+    model: nn.Module, rows: dict[int, int] | None = None
+) -> dict[str, int]:
+    """Parameter counts of model; rows: id(table) -> the rows to count it with."""
+    rows = rows or {}
     tables = [
-        module.weight
+        module
         for module in model.modules()
         if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
     ]
-    embedding_parameters = sum(table.numel() for table in tables)
-    inputs = example_inputs(config, seed=config.seed)
-    mflops = forward_flops(model, inputs) / inputs[0].shape[0] / 1e6
-    budget = config.serving
-    params_ok = parameters <= budget.max_params
-    mflops_ok = mflops <= budget.max_mflops_per_example
+    built = sum(table.weight.numel() for table in tables)
+    sizes = [
+        rows.get(id(table), table.weight.shape[0]) * table.weight.shape[1]
+        for table in tables
+    ]
+    embedding_parameters = sum(sizes)
+    parameters = (
+        sum(p.numel() for p in model.parameters()) - built + embedding_parameters
+    )
     return {
         "parameters": parameters,
         "embedding_parameters": embedding_parameters,
         "embedding_bytes": sum(
-            table.numel() * table.element_size() for table in tables
+            size * table.weight.element_size() for size, table in zip(sizes, tables)
         ),
         "dense_parameters": parameters - embedding_parameters,
+    }
+
+
+def _budget_report(
+    counts: dict[str, int], mflops: float, config: ModelConfig
+) -> dict[str, Any]:
+    budget = config.serving
+    parameters = counts["parameters"]
+    params_ok = parameters <= budget.max_params
+    mflops_ok = mflops <= budget.max_mflops_per_example
+    return {
+        **counts,
         "mflops_per_example": mflops,
         "max_params": budget.max_params,
         "max_mflops_per_example": budget.max_mflops_per_example,

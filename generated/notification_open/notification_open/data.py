@@ -126,7 +126,7 @@ class Examples:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no Parquet file at {path}")
+            raise FileNotFoundError(f"no Parquet file at {path}; check the path")
         rows = check_parquet(path, config, hash_raw_ids=hash_raw_ids)
         optimal_file = optimal_path(path)
         optimal = None

@@ -30,6 +30,41 @@ READ_ROWS = 65_536  # rows per record batch read from Parquet by the streaming r
 SHUFFLE_BUFFER_ROWS = 262_144  # rows the streaming reader shuffles together
 
 
+class ParquetReadError(ValueError):
+    """A file that cannot be read as Parquet (missing, not Parquet, truncated or with
+    corrupt pages), in one line naming the file."""
+
+    def __init__(
+        self, path: str | Path, error: BaseException, reading: str = "open"
+    ) -> None:
+        detail = " ".join(str(error).split())[:200] or type(error).__name__
+        super().__init__(
+            f"{path}: cannot {reading} it as Parquet ({detail}); check the path, or"
+            " re-write the file (`python -m <package> write-data DIR` shows the format)"
+        )
+
+
+def _parquet_file(path: str | Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise ParquetReadError(path, error) from None
+
+
+def _read_batches(
+    path: str | Path, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """The record batches of an open file, with a corrupt page as a ParquetReadError."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as error:
+            raise ParquetReadError(path, error, "read") from None
+        yield batch
+
+
 def check_parquet(
     path: str | Path,
     config: ModelConfig,
@@ -46,7 +81,7 @@ def check_parquet(
     Raises:
         SchemaError: as check_table, with row counts over the whole file.
     """
-    file = pq.ParquetFile(path)
+    file = _parquet_file(path)
     rows = file.metadata.num_rows
     specs = column_specs(config, hash_raw_ids)
     problems = schema_problems(specs, file.schema_arrow, rows)
@@ -60,7 +95,8 @@ def check_parquet(
     counts: dict[tuple[str, str], SchemaProblem] = {}
     if readable:
         names = [name for _, name in readable]
-        for record_batch in file.iter_batches(batch_size=read_rows, columns=names):
+        batches = file.iter_batches(batch_size=read_rows, columns=names)
+        for record_batch in _read_batches(path, batches):
             for (spec, name), column in zip(readable, record_batch.columns):
                 for problem in normalize_column(spec, column, name)[1]:
                     key = (problem.column, problem.kind)
@@ -98,10 +134,13 @@ def read_parquet(
     Raises:
         SchemaError: with config, the file does not match the spec (see check_table).
     """
-    if config is None:
-        return pq.read_table(path)
-    names = file_columns(config, pq.read_schema(path).names)
-    table = pq.read_table(path, columns=names)
+    try:
+        if config is None:
+            return pq.read_table(path)
+        names = file_columns(config, pq.read_schema(path).names)
+        table = pq.read_table(path, columns=names)
+    except (pa.ArrowException, OSError) as error:
+        raise ParquetReadError(path, error, "read") from None
     return check_table(table, config, hash_raw_ids=hash_raw_ids, source=str(path))
 
 
@@ -155,7 +194,7 @@ def stream_parquet(
     """
     if validate:
         check_parquet(path, config, hash_raw_ids=hash_raw_ids, read_rows=read_rows)
-    file = pq.ParquetFile(path)
+    file = _parquet_file(path)
     groups = np.arange(file.num_row_groups)
     if shuffle:
         groups = keyed_rng(seed, "row_groups").permutation(groups)
@@ -173,7 +212,7 @@ def stream_parquet(
     )
     pending: list[pa.Table] = []
     pending_rows = 0
-    for record_batch in record_batches:
+    for record_batch in _read_batches(path, record_batches):
         chunk = pa.Table.from_batches([record_batch])
         if shard_rows:
             first = (rank - rows_read) % world_size

@@ -16,14 +16,16 @@ Commands:
     capacity    print the serving capacity report
     export      export a freshly built model and check the reloaded file
 
-Bad input (a missing file, data that does not match the spec) prints one line and
-exits with status 2.
+Bad input (a missing or corrupt file, data that does not match the spec, a checkpoint
+of another model, an output path that exists or cannot be written, a count below 1)
+prints one line and exits with status 2, before anything is written.
 """
 
 import argparse
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,14 +37,28 @@ from . import distributed
 from .config import ModelConfig
 from .data import Examples, SchemaError, write_synthetic
 from .metrics import format_metrics
-from .serve import capacity_report, export_model, format_capacity_report
-from .train import RunData, build_model, train
+from .serve import (
+    capacity_report,
+    check_export_path,
+    export_model,
+    format_capacity_report,
+    spec_capacity_report,
+    unwritable,
+)
+from .train import CHECKPOINT_FILE, RunData, build_model, check_checkpoint, train
 
 SPLITS = ("train", "valid", "test")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (argparse's own adds the usage text)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _parser(config: ModelConfig) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"python -m {config.model_name}", description=config.description or None
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +182,13 @@ def _train(args: argparse.Namespace, config: ModelConfig) -> None:
         raise ValueError(f"--epochs {args.epochs}: give at least 1")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps {args.steps}: give at least 1")
+    _check_seed(args.seed)
+    run_dir = args.run_dir or Path("runs") / (
+        f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    _check_run_dir(run_dir, args.resume)
+    if args.export:
+        check_export_path(args.export)
     overrides = dict(item.partition("=")[::2] for item in args.set)
     config = config.with_overrides(args.set)
     if args.epochs is not None:
@@ -174,10 +197,9 @@ def _train(args: argparse.Namespace, config: ModelConfig) -> None:
     runtime = distributed.start(args.device)
     try:
         data = _run_data(args, config)
-        run_dir = args.run_dir or Path("runs") / (
-            f"{config.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
         model = build_model(config)
+        if args.resume:
+            check_checkpoint(run_dir / CHECKPOINT_FILE, config, model)
         if runtime.is_main:
             print(
                 f"{config.model_name}: training at most {config.epochs} epoch(s)"
@@ -222,6 +244,62 @@ def _train(args: argparse.Namespace, config: ModelConfig) -> None:
         distributed.stop(runtime)
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed {seed}: give a seed in [0, 2**32)")
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a run directory that cannot hold this run, before anything is written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(
+            f"--run-dir {run_dir}: a file, not a directory; choose another"
+        )
+    if not resume and (run_dir / CHECKPOINT_FILE).exists():
+        raise ValueError(
+            f"--run-dir {run_dir} already holds a run ({CHECKPOINT_FILE}); pass --resume to"
+            " continue it, or choose another --run-dir"
+        )
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    problem = unwritable(existing) if existing.is_dir() else "a file is in the way"
+    if problem:
+        raise ValueError(
+            f"--run-dir {run_dir}: cannot write in {existing} ({problem}); choose another"
+        )
+
+
+def _write_data(args: argparse.Namespace, config: ModelConfig) -> None:
+    if args.row_group_size < 1:
+        raise ValueError(f"--row-group-size {args.row_group_size}: give at least 1")
+    paths = [args.directory / f"{split}.parquet" for split in SPLITS]
+    existing = next(
+        (p for p in (args.directory, *args.directory.parents) if p.exists()), Path(".")
+    )
+    problem = unwritable(existing) if existing.is_dir() else "a file is in the way"
+    if problem:
+        raise ValueError(
+            f"{args.directory}: cannot write in {existing} ({problem}); choose another"
+            " directory"
+        )
+    present = [str(path) for path in paths if path.exists()]
+    if present:
+        raise ValueError(
+            f"{', '.join(present)} already exist(s); remove them or choose another directory"
+        )
+    args.directory.mkdir(parents=True, exist_ok=True)
+    sizes = [config.train_examples, config.eval_examples, config.eval_examples]
+    for offset, (split, path, rows) in enumerate(zip(SPLITS, paths, sizes)):
+        write_synthetic(
+            config,
+            path,
+            rows,
+            config.seed + offset,
+            args.row_group_size,
+            shifted=split == "test",
+        )
+        print(f"wrote {path} ({rows} examples) and its optimal metrics")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse argv, run the command, return the exit code."""
     config = ModelConfig()
@@ -242,26 +320,24 @@ def _run(args: argparse.Namespace, config: ModelConfig) -> int:
         if args.command == "train":
             _train(args, replace(config, seed=args.seed))
         elif args.command == "write-data":
-            args.directory.mkdir(parents=True, exist_ok=True)
-            sizes = [config.train_examples, config.eval_examples, config.eval_examples]
-            for offset, (split, rows) in enumerate(zip(SPLITS, sizes)):
-                path = args.directory / f"{split}.parquet"
-                write_synthetic(
-                    config,
-                    path,
-                    rows,
-                    config.seed + offset,
-                    args.row_group_size,
-                    shifted=split == "test",
-                )
-                print(f"wrote {path} ({rows} examples) and its optimal metrics")
+            _write_data(args, config)
         elif args.command == "export":
+            check_export_path(args.path)
             exported = export_model(build_model(config), config, args.path)
             print(f"exported ({exported.format}) to {exported.path}")
         else:
-            print(format_capacity_report(capacity_report(build_model(config), config)))
-    except (SchemaError, ValueError, FileNotFoundError) as error:
+            print(format_capacity_report(spec_capacity_report(config)))
+    except BrokenPipeError:
+        raise  # a closed stdout: main ends quietly
+    except (SchemaError, ValueError, OSError) as error:
         message = " ".join(str(error).split())
+        if isinstance(error, OSError) and error.errno is not None:
+            # the OS's own error (permission, disk full, a folder in the way)
+            where = f"{error.filename}: " if error.filename else ""
+            message = (
+                f"{where}{error.strerror or message}; check the path, its permissions and"
+                " free space"
+            )
         print(f"{config.model_name}: error: {message}", file=sys.stderr)
         return 2
     return 0
