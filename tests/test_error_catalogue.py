@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -212,6 +213,16 @@ def replace_text(old: str, new: str) -> Callable[[bytes], bytes]:
     return edit
 
 
+def replace_version(new: str) -> Callable[[bytes], bytes]:
+    """technique.yml with its version line (whatever the version is) replaced by ``new``."""
+
+    def edit(data: bytes) -> bytes:
+        text = data.decode()
+        return re.sub(r"^version: .*\n", new, text, count=1, flags=re.M).encode()
+
+    return edit
+
+
 def insert_line(number: int, line: str) -> Callable[[bytes], bytes]:
     def edit(data: bytes) -> bytes:
         lines = data.decode().splitlines(keepends=True)
@@ -240,8 +251,8 @@ REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "technique.yml alias bomb": (METADATA, lambda d: alias_bomb().encode() + d, "aliases"),
     "technique.yml not a mapping": (METADATA, constant(b"- dcn_v2\n"), "mapping"),
     "technique.yml unknown key": (METADATA, lambda d: d + b"autor: me\n", "allowed"),
-    "technique.yml missing version": (METADATA, replace_text("version: 1.0.1\n", ""), "version"),
-    "technique.yml bad version": (METADATA, replace_text("version: 1.0.1", "version: one"), "1.2.3"),
+    "technique.yml missing version": (METADATA, replace_version(""), "version"),
+    "technique.yml bad version": (METADATA, replace_version("version: one\n"), "1.2.3"),
     "technique.yml name differs from folder": (METADATA, replace_text("name: dcn_v2", "name: dcn_v9"), "folder name"),
     "technique.yml default of the wrong type": (METADATA, replace_text("default: 3", "default: three"), "default"),
     "technique.yml requires not a list": (METADATA, replace_text("requires: []", "requires: mmoe"), "list of technique names"),
@@ -251,7 +262,7 @@ REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "extension_points.yml YAML syntax error": (POINTS, lambda d: d + b"model.py: [\n", "extension_points.yml:"),
     "extension_points.yml binary": (POINTS, constant(b"\x80\x81\x82" * 100), "not UTF-8"),
     "extension_points.yml not a mapping": (POINTS, constant(b"[1, 2]\n"), "expected a mapping"),
-    "extension_points.yml bad entry": (POINTS, lambda d: d + b"extra.py:\n  Thing: 3\n", "expected a description"),
+    "extension_points.yml bad entry": (POINTS, lambda d: d + b"extra.py:\n  Thing: 3\n", "expected {kind: replace|hook"),
     # patch files
     "patch file empty": (PATCH, constant(b""), "defines nothing"),
     "patch file with only a docstring and imports": (PATCH, constant(b'"""Nothing."""\nimport torch\n'), "defines nothing"),
