@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from . import engine
 from .engine import SmtError
+from .engine.header import TEMPLATE_VERSION_FILE, read_template_version
 from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry
 from .render import RenderedTree, check_spec, render_model
 
@@ -145,16 +145,11 @@ def spec_text(name: str, answers: dict[str, Any]) -> str:
 
 # --- status -----------------------------------------------------------------------------------
 
-_TEMPLATE_VERSION = re.compile(r"Template ([^,]+), file")
-
-
 def template_version_of(directory: Path) -> str:
-    """The template version recorded in a generated model's headers (config.py's)."""
-    for path in sorted(directory.glob("*/config.py")):
-        match = _TEMPLATE_VERSION.search(path.read_text().splitlines()[1] if path.read_text() else "")
-        if match:
-            return match.group(1)
-    return "unknown"
+    """The template version a generated model was rendered from (its package's one version line)."""
+    init = directory / directory.name / TEMPLATE_VERSION_FILE
+    version = read_template_version(init.read_text()) if init.is_file() else None
+    return version or "unknown"
 
 
 def _pairs_at(root: Path, ref: str) -> set[tuple[str, str]]:

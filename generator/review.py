@@ -9,17 +9,15 @@ technique. Both produce a ``FleetReport``, formatted as text, Markdown (a PR des
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import SmtError
+from .engine.header import FileHeader
 from .fleet import GENERATED_DIR, Fleet
 from .render import RenderedTree, render_model
 from .sync import FileChange, compare, count_lines
-
-_TECHNIQUES_IN_HEADER = re.compile(r"techniques applied to this file: (.*)\.")
 
 
 @dataclass
@@ -51,13 +49,8 @@ class FleetReport:
 
 
 def _header_techniques(text: str | None) -> set[str]:
-    if not text:
-        return set()
-    for line in text.splitlines()[:3]:
-        match = _TECHNIQUES_IN_HEADER.search(line)
-        if match and match.group(1) != "none":
-            return {item.strip() for item in match.group(1).split(",")}
-    return set()
+    header = FileHeader.parse(text)
+    return set(header.techniques) if header else set()
 
 
 def _techniques_involved(changes: list[FileChange], changed: set[str]) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .engine.header import strip_header  # noqa: F401 - technique tests import it from here
 from .engine.layout import format_python
 from .engine.pipeline import apply_technique, load_sources
 from .engine.technique import load_technique
@@ -51,14 +52,6 @@ REFERENCE_SPEC: dict[str, Any] = {
 
 def repo_root() -> Path:
     return find_root(Path(__file__).resolve().parent)
-
-
-def strip_header(text: str) -> str:
-    """A generated file without SMT's header comment (the template's own text, after techniques)."""
-    lines = text.splitlines(keepends=True)
-    while lines and (lines[0].startswith("# ") or lines[0].startswith("<!-- ")):
-        lines.pop(0)
-    return "".join(lines).lstrip("\n")
 
 
 def render_reference(target: str) -> str:

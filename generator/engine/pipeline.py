@@ -373,7 +373,7 @@ class FileRenderer:
                 text = format_python(text)
             except black.InvalidInput as exc:
                 raise SmtError(f"{target}: the rendered file is not valid Python after techniques {touched or 'none'} ({exc})") from None
-        return add_header(text, target, self.sources.version, touched)
+        return add_header(text, target, touched)  # no template version: see header.py
 
 
 _RENDERERS: dict[TemplateSources, FileRenderer] = {}
