@@ -142,8 +142,7 @@ def _compute_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative
     traced: list[str] | None = None
     body_offset = 0
     if target.endswith(".py") and plan:
-        bare = {key: value for key, value in entry.answers.items() if key != "techniques"}
-        base = strip_header(render_model(root, {**bare, "techniques": []}, model)[relative])
+        base = strip_header(render_model(root, entry.spec.without_techniques().as_dict(), model)[relative])
         steps = engine.trace_file(engine.load_sources(root), target, base, plan)
         traced = _trace_all(steps)
         body_offset = len(lines) - len(steps[-1][1].splitlines())

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 
 from . import __version__, adoption, engine, review
 from .engine import SmtError
@@ -357,7 +356,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         library = list(engine.load_sources(fleet.root).library)
         rows = []
         for entry, _, changes in _changes(fleet, None, "status:", jobs):
-            used = [use.get("name") for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
+            used = entry.spec.technique_names
             in_sync = not changes
             rows.append({"model": entry.name, "template_version": adoption.template_version_of(entry.directory), "in_sync": in_sync, "techniques": used})
         history = adoption.adoption_history(fleet.root)
@@ -405,8 +404,7 @@ def _new_model(fleet: Fleet, name: str, data_file: Path) -> RenderedTree:
         raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
     tree = render_model(fleet.root, answers, name)
     spec = {key: value for key, value in answers.items() if not key.startswith("_")}
-    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
-    _write(name, directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    _write(name, directory, tree, adoption.spec_text(name, spec))
     return tree
 
 
@@ -435,9 +433,9 @@ app.add_typer(techniques_app, name="techniques")
 def _users(fleet: Fleet, names: list[str]) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {name: [] for name in names}
     for entry in fleet.models():
-        for use in entry.answers.get("techniques") or []:
-            if isinstance(use, dict) and use.get("name") in users:
-                users[use["name"]].append(entry.name)
+        for name in entry.spec.technique_names:
+            if name in users:
+                users[name].append(entry.name)
     return users
 
 

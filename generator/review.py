@@ -112,11 +112,10 @@ def preview(fleet: Fleet, technique: str, names: list[str], params: dict[str, ob
     """What adopting ``technique`` (with ``params``) would change in each named model; writes nothing."""
     impacts, unaffected, skipped = [], [], []
     for entry in fleet.models(names):
-        uses = [use for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
-        if any(use.get("name") == technique for use in uses):
+        if entry.spec.uses_technique(technique):
             skipped.append((entry.name, "already uses it"))
             continue
-        answers = {**entry.answers, "techniques": [*uses, {"name": technique, "params": params} if params else {"name": technique}]}
+        answers = entry.spec.with_technique(technique, params).as_dict()
         try:
             new = render_model(fleet.root, answers, entry.name, entry.directory)
         except SmtError as error:

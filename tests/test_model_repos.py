@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from repo_support import (
     write_spec,
 )
 from support import REPO
+from generator.render import render_model
 from generator.sync import read_tree
 
 MODEL = "feed_ctr"  # uses technique dcn_v2, whose patch the release changes
@@ -287,3 +289,47 @@ def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
     assert outside.err.strip().splitlines() == [
         f"error: {tmp_path}: not inside a git work tree; run this in a model repo"
     ]
+
+
+def _readme_copier_copy(fragment: str) -> list[str]:
+    """The README's `copier copy` command that contains ``fragment``, split into words."""
+    readme = (REPO / "README.md").read_text()
+    commands = [line.strip().strip("`") for line in re.findall(r"`?(copier copy [^`\n#]*)", readme) if fragment in line]
+    assert len(commands) == 1, commands
+    return shlex.split(commands[0])
+
+
+def _partial_spec(path: Path) -> Path:
+    """feed_ctr's spec without its optional keys (description, hyperparameters, data, synthetic)."""
+    spec = {key: value for key, value in spec_of(REPO, MODEL).items() if key in ("model_name", "objectives", "sparse_features", "dense_features", "serving", "techniques")}
+    return write_spec(path, spec)
+
+
+def test_readme_copier_copy_from_the_template_folder_works_as_written(tmp_path: Path) -> None:
+    """The README's template-folder command, run as written on a spec that omits optional keys."""
+    words = _readme_copier_copy("template_repo/")
+    spec = _partial_spec(tmp_path / "SPEC.yml")
+    replaced = {"SPEC.yml": str(spec), "template_repo/": str(REPO / "template_repo"), "my_model/": str(tmp_path / "my_model")}
+    copier(tmp_path, *[replaced.get(word, word) for word in words[1:]])
+    assert read_tree(tmp_path / "my_model") == render_model(REPO, yaml.safe_load(spec.read_text()), MODEL)
+
+
+def test_readme_copier_copy_of_a_release_works_and_its_answers_header_says_copier_update(release: Release, tmp_path: Path) -> None:
+    """The README's model-repo command works as written, and the command its answers file names
+    changes an answer and regenerates the model (there is no `smt generate` in a model repo)."""
+    words = _readme_copier_copy('"$SMT_REPO"')
+    spec = _partial_spec(tmp_path / "feed_ctr.yml")
+    replaced = {"feed_ctr.yml": str(spec), "$SMT_REPO": str(release.root), "feed_ctr": str(tmp_path / "feed_ctr")}
+    copier(tmp_path, *[replaced.get(word, word) for word in words[1:]])
+    repo = tmp_path / "feed_ctr"
+    header = (repo / ANSWERS).read_text().split("\n_", 1)[0]
+    assert "smt generate" not in header
+    command = re.search(r"`(copier update [^`]+)`", header)
+    assert command, header
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "feed_ctr from SMT")
+
+    words = [word.replace("KEY=VALUE", "description=Clicks in the feed.") for word in shlex.split(command.group(1))]
+    copier(repo, *words[1:])
+    assert "Clicks in the feed." in (repo / "README.md").read_text()
+    assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"  # regenerated, not moved
