@@ -79,7 +79,10 @@ def select(fleet: Fleet, models: list[str] | None, where: str | None, all_eligib
     entries = fleet.models()
     if where is not None:
         tree = compile_where(where)
-        return [entry for entry in entries if matches(tree, entry)]
+        chosen_entries = [entry for entry in entries if matches(tree, entry)]
+        if not chosen_entries:
+            raise SmtError(f"--where {where!r} matches none of the {len(entries)} model(s); nothing to do (see `smt status` for each model's techniques)")
+        return chosen_entries
     return entries
 
 

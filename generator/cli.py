@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__, adoption, engine, review
+from . import __version__, adoption, compatibility, drift, engine, review
 from .engine import SmtError
 from .capacity import measure_fleet_capacity, over_budget
 from .impact import measure_impact
@@ -22,7 +22,7 @@ from .cache import RenderCache
 from .regeneration import default_jobs, fleet_changes
 from .lock import fleet_lock, lock_if_free
 from .sync import FileChange, count_lines, recover_swaps, write_tree
-from .versions import changed_techniques, version_problems, write_lock
+from .versions import version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
 
@@ -174,23 +174,20 @@ def check(
         if capacity:
             _check_capacity(fleet, [entry.name for entry, _, _ in results])
         return
-    for entry, change in stale:
-        typer.echo(f"{GENERATED_DIR}/{entry.name}/{change.path}: {change.kind} (differs from a fresh regeneration)")
-    stale_models = {entry.name for entry, _ in stale}
     try:
-        changed = changed_techniques(fleet.root, engine.load_sources(fleet.root).library)
-        users = _users(fleet, [technique.name for technique, _ in changed])
+        drifts = drift.explain(fleet.root, stale, engine.load_sources(fleet.root).library)
     except SmtError as error:
         raise _fail(error)
-    for technique, recorded in changed:
-        affected = [name for name in users[technique.name] if name in stale_models]
-        if affected:
-            since = f"since version {recorded} was recorded" if recorded else "(not yet recorded)"
-            typer.echo(f"technique {technique.name} changed {since}; it affects {len(affected)} model(s): {', '.join(affected)}")
-    typer.echo(
-        f"check: {len(stale)} file(s) out of sync. Generated files are not edited by hand: change the spec "
+    for item in drifts:
+        typer.echo(item.describe())
+    hand = sum(item.hand_edit for item in drifts)
+    advice = (
+        "Generated files are not edited by hand: move the edit into the spec "
         f"({GENERATED_DIR}/<model>/{ANSWERS_FILE}), the template or a technique, then run `smt generate`."
+        if hand
+        else "Run `smt generate` and commit generated/ with the change."
     )
+    typer.echo(f"check: {len(stale)} file(s) out of sync ({hand} hand-edited). {advice}")
     raise typer.Exit(1)
 
 
@@ -365,12 +362,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         typer.echo(json.dumps({"techniques": library, "models": rows, "adoption_by_release": history}, indent=2))
         return
-    width = max(len(row["model"]) for row in rows) if rows else 5
-    short = [name[:8] for name in library]
-    typer.echo(f"{'model':<{width}}  {'template':<8}  {'sync':<5}  " + "  ".join(f"{name:<8}" for name in short))
+    width = max([5, *(len(row["model"]) for row in rows)])
+    typer.echo(f"{'model':<{width}}  {'template':<8}  {'sync':<5}  " + "  ".join(library))  # full names: columns as wide as each
     for row in rows:
-        cells = "  ".join(f"{('x' if name in row['techniques'] else '.'):<8}" for name in library)
-        typer.echo(f"{row['model']:<{width}}  {row['template_version']:<8}  {('yes' if row['in_sync'] else 'NO'):<5}  {cells}")
+        cells = "  ".join(f"{('x' if name in row['techniques'] else '.'):<{len(name)}}" for name in library)
+        typer.echo(f"{row['model']:<{width}}  {row['template_version']:<8}  {('yes' if row['in_sync'] else 'NO'):<5}  {cells}".rstrip())
     pairs = sum(len(row["techniques"]) for row in rows)
     typer.echo(f"{len(rows)} models, {len(library)} techniques, {pairs} technique-model pairs adopted")
     if history:
@@ -486,18 +482,6 @@ def techniques_lock(
     typer.echo(f"techniques lock: recorded {len(library)} technique(s)")
 
 
-def _touched_points(technique: engine.Technique, sources: engine.TemplateSources) -> list[str]:
-    from .engine.patch import parse_patch  # noqa: PLC0415 - libcst
-
-    touched = []
-    for target, source in technique.patches:
-        points = sources.extension_points.get(target, {})
-        for name, _ in parse_patch(source, target).definitions:
-            names = [name] if name in points else [p for p in points if p.startswith(f"{name}.")]
-            touched += [f"{target}:{point} ({points[point].kind})" for point in names]
-    return touched
-
-
 @techniques_app.command("show")
 def techniques_show(
     name: Annotated[str, typer.Argument(help="Technique name.")],
@@ -522,7 +506,16 @@ def techniques_show(
     typer.echo(f"preconditions: {', '.join(f'{k} {v}' for k, v in technique.applies_to) or 'none'}")
     for key in ("requires", "builds_on", "after", "conflicts"):
         typer.echo(f"{key}: {', '.join(getattr(technique, key)) or 'none'}")
-    typer.echo(f"extension points: {', '.join(_touched_points(technique, sources)) or 'none (codemod only)'}")
+    incompatible = compatibility.incompatible_with(technique, sources.library, sources)
+    typer.echo(f"cannot be combined with: {', '.join(f'{item.other} ({item.reason})' for item in incompatible) or 'none'}")
+    undeclared = [item.other for item in incompatible if item.reason != "declared conflict"]
+    if undeclared:
+        typer.echo(
+            f"    alternatives replacing the same extension point: declare `conflicts: [{', '.join(undeclared)}]` in "
+            f"techniques/{name}/technique.yml (builds_on is only for a technique that extends the other's replacement)"
+        )
+    used_points = compatibility.extension_points_used(technique, sources)
+    typer.echo(f"extension points: {', '.join(map(str, used_points)) or 'none (codemod only)'}")
     typer.echo(f"used by: {', '.join(users) or 'no models yet'}")
     for target, source in technique.patches:
         typer.echo(f"\n--- techniques/{name}/{target} (patch for {target}) ---")

@@ -220,7 +220,7 @@ def _check_replacements(model: str, plan: Sequence[AppliedTechnique], sources: T
                     if previous is not None and not _builds_on(applied, previous.technique.name):
                         raise SmtError(
                             f"{model}: techniques {previous.technique.name!r} and {technique.name!r} both replace extension point "
-                            f"{point} in {target}; keep one of them (or declare builds_on: [{previous.technique.name}] in {technique.name})"
+                            f"{point} in {target}; keep one of them (they are alternatives: declare conflicts: [{previous.technique.name}] in {technique.name}'s technique.yml)"
                         )
                     owner[(target, point)] = applied
 
