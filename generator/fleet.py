@@ -12,10 +12,11 @@ from typing import Any
 import yaml
 
 from .engine import SmtError
+from .engine.paths import TEMPLATE_DIR
 
 GENERATED_DIR = "generated"
 ANSWERS_FILE = ".copier-answers.yml"
-TEMPLATE_CONFIG = Path("template_repo") / "copier.yml"
+TEMPLATE_CONFIG = Path(TEMPLATE_DIR) / "copier.yml"
 # libyaml's safe loader when PyYAML has it (a thousand specs load in a fraction of a second), else
 # PyYAML's own; both build the same data.
 _SPEC_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
