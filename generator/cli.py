@@ -22,7 +22,7 @@ from .cache import RenderCache
 from .regeneration import default_jobs, fleet_changes
 from .lock import fleet_lock, lock_if_free
 from .sync import FileChange, count_lines, recover_swaps, write_tree
-from .versions import version_problems, write_lock
+from .versions import changed_techniques, version_problems, write_lock
 
 DEFAULT_DEMO_MODEL = "feed_ctr"
 
@@ -180,6 +180,17 @@ def check(
         raise _fail(error)
     for item in drifts:
         typer.echo(item.describe())
+    stale_models = {entry.name for entry, _ in stale}
+    try:
+        changed = changed_techniques(fleet.root, engine.load_sources(fleet.root).library)
+        users = _users(fleet, [technique.name for technique, _ in changed])
+    except SmtError as error:
+        raise _fail(error)
+    for technique, recorded in changed:  # a change without a recorded version, whatever git says
+        affected = [name for name in users[technique.name] if name in stale_models]
+        if affected:
+            since = f"since version {recorded} was recorded" if recorded else "(not yet recorded)"
+            typer.echo(f"technique {technique.name} changed {since}; it affects {len(affected)} model(s): {', '.join(affected)}")
     hand = sum(item.hand_edit for item in drifts)
     advice = (
         "Generated files are not edited by hand: move the edit into the spec "

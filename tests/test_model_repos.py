@@ -135,7 +135,7 @@ def test_an_old_release_renders_as_smt_generate_wrote_it(release: Release, tmp_p
     git(release.root, "worktree", "add", "-q", "--detach", str(old_tree), "v0.1.0")
     try:
         assert read_tree(made) == read_tree(old_tree / "generated" / MODEL)
-        assert "Template 0.1.0" in (made / MODEL / "model.py").read_text()
+        assert '__template_version__ = "0.1.0"' in (made / MODEL / "__init__.py").read_text()
     finally:
         git(release.root, "worktree", "remove", "--force", str(old_tree))
 
@@ -198,14 +198,18 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
 
     result = copier(repo, "update", "--trust", "--defaults", "--conflict", "inline")
     assert result.code == 0  # even though a conflict remains: hence `smt conflicts`
+    # Quiet release: only the files the release's template and technique edits write, the package's
+    # one template-version line and the answers file change (not every file's header).
+    touched = {line[3:] for line in git(repo, "status", "--porcelain").out.splitlines()}
+    assert touched == {ANSWERS, "README.md", f"{MODEL}/__init__.py", f"{MODEL}/config.py", f"{MODEL}/model.py"}, touched
 
     fresh = _copy(release, MODEL, tmp_path / "fresh")  # v0.2.0 rendered from scratch
     merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
     expected = read_tree(fresh)
     assert merged.keys() == expected.keys()
     for path in sorted(set(expected) - {"README.md", f"{MODEL}/model.py"}):
-        assert merged[path] == expected[path], path  # the new header (template 0.2.0) and nothing else
-    assert "Template 0.2.0" in merged[f"{MODEL}/config.py"]
+        assert merged[path] == expected[path], path
+    assert '__template_version__ = "0.2.0"' in merged[f"{MODEL}/__init__.py"]
     assert merged["README.md"] == expected["README.md"] + "\nLocal note: owned by the feed ranking team.\n"
     assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"
 
@@ -223,7 +227,7 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     new_version = yaml.safe_load((release.root / "techniques" / "dcn_v2" / "technique.yml").read_text())[
         "version"
     ]
-    assert f"dcn_v2 {new_version}" in model_text and "Template 0.2.0, file model.py" in model_text
+    assert f"File model.py; techniques applied to this file: dcn_v2 {new_version}" in model_text
 
     # Copier exits 0, `smt conflicts` does not: it names the file, the lines and the unmerged path.
     line = model_text.splitlines().index("<<<<<<< before updating") + 1
