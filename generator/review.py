@@ -26,7 +26,7 @@ import yaml
 from .engine import SmtError, Technique
 from .engine.header import FileHeader, strip_header
 from .engine.paths import TECHNIQUES_DIR, TEMPLATE_DIR
-from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelAnswers
+from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelAnswers, ModelEntry
 from .render import RenderedTree, check_spec, render_model
 from .sync import FileChange, compare, count_lines, write_tree
 
@@ -149,10 +149,11 @@ def committed_tree(root: Path, ref: str, model: str) -> RenderedTree:
 
 
 def _spec_diff(model: str, old: str | None, new: str | None) -> str:
-    """The spec's unified diff, comment lines left out (smt rewrites its one header line)."""
-    strip = lambda text: [line for line in (text or "").splitlines() if not line.startswith("#")]  # noqa: E731
-    lines = difflib.unified_diff(strip(old), strip(new), f"a/{GENERATED_DIR}/{model}/{ANSWERS_FILE}", f"b/{GENERATED_DIR}/{model}/{ANSWERS_FILE}", lineterm="", n=0)
-    return "\n".join(lines) + "\n" if old != new and list(difflib.unified_diff(strip(old), strip(new))) else ""
+    """The spec's unified diff without context, comment lines left out (smt rewrites its header)."""
+    path = f"{GENERATED_DIR}/{model}/{ANSWERS_FILE}"
+    before, after = ([line for line in (text or "").splitlines() if not line.startswith("#")] for text in (old, new))
+    lines = list(difflib.unified_diff(before, after, f"a/{path}", f"b/{path}", lineterm="", n=0))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _spec_names(text: str | None, model: str) -> list[str]:
@@ -211,7 +212,7 @@ def _technique_changes(fleet: Fleet, ref: str, sources: list[str], adopted: dict
     return out
 
 
-def _not_applicable(fleet: Fleet, techniques: list[TechniqueChange], entries: list, affected: set[str]) -> list[tuple[str, str]]:
+def _not_applicable(fleet: Fleet, techniques: list[TechniqueChange], entries: list[ModelEntry], affected: set[str]) -> list[tuple[str, str]]:
     """Unaffected models that could not take a new or adopted technique, with the reason."""
     skipped = []
     for change in techniques:
