@@ -196,7 +196,7 @@ def check(
         "Generated files are not edited by hand: move the edit into the spec "
         f"({GENERATED_DIR}/<model>/{ANSWERS_FILE}), the template or a technique, then run `smt generate`."
         if hand
-        else "Run `smt generate` and commit generated/ with the change."
+        else "Review the input changes above, then run `smt generate` and commit generated/ with them."
     )
     typer.echo(f"check: {len(stale)} file(s) out of sync ({hand} hand-edited). {advice}")
     raise typer.Exit(1)
