@@ -148,6 +148,7 @@ def test_diff_since_of_a_four_model_adoption_reads_in_under_200_lines(repo: Path
     result = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown")
 
     assert result.code == 0, result.err
+    assert run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown").out == result.out  # deterministic
     lines = result.out.splitlines()
     assert len(lines) < 200, len(lines)
     assert f"- **`residual_mlp`** unchanged, {meta['version']}: {meta['summary']}" in lines
