@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,12 @@ import yaml
 
 from . import engine
 from .engine import SmtError
-from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelEntry
+from .engine.header import TEMPLATE_VERSION_FILE, read_template_version
+from .fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, ModelAnswers, ModelEntry
 from .render import RenderedTree, check_spec, render_model
 
+# In the SMT repository `smt` writes the specs (a model repo's answers file is Copier's, with its
+# own header in template_repo/template/{{_copier_conf.answers_file}}.jinja).
 SPEC_HEADER = "# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
 WHERE_NAMES = ("model_name", "num_objectives", "num_sparse_features", "num_dense_features", "techniques", "objectives", "max_params", "max_mflops_per_example")
 _ALLOWED = (
@@ -38,7 +40,7 @@ def descriptors(entry: ModelEntry) -> dict[str, Any]:
         "num_objectives": len(answers.get("objectives") or []),
         "num_sparse_features": len(answers.get("sparse_features") or []),
         "num_dense_features": len(answers.get("dense_features") or []),
-        "techniques": [use.get("name") for use in answers.get("techniques") or [] if isinstance(use, dict)],
+        "techniques": entry.spec.technique_names,
         "objectives": [objective.get("name") for objective in answers.get("objectives") or [] if isinstance(objective, dict)],
         "max_params": serving.get("max_params"),
         "max_mflops_per_example": serving.get("max_mflops_per_example"),
@@ -77,7 +79,10 @@ def select(fleet: Fleet, models: list[str] | None, where: str | None, all_eligib
     entries = fleet.models()
     if where is not None:
         tree = compile_where(where)
-        return [entry for entry in entries if matches(tree, entry)]
+        chosen_entries = [entry for entry in entries if matches(tree, entry)]
+        if not chosen_entries:
+            raise SmtError(f"--where {where!r} matches none of the {len(entries)} model(s); nothing to do (see `smt status` for each model's techniques)")
+        return chosen_entries
     return entries
 
 
@@ -113,20 +118,18 @@ def plan_adoption(fleet: Fleet, entries: list[ModelEntry], technique: str, param
         library[technique].resolve_params(params, technique)  # a bad param is an error, not "not applicable"
     outcome = Outcome([], [], [])
     for entry in entries:
-        uses = [dict(use) for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
-        present = any(use.get("name") == technique for use in uses)
+        spec = entry.spec
         if drop:
-            if not present:
+            if not spec.uses_technique(technique):
                 outcome.unchanged.append((entry.name, "does not use it"))
                 continue
-            uses = [use for use in uses if use.get("name") != technique]
+            changed = spec.without_technique(technique)
         else:
-            if present and not params:
+            if spec.uses_technique(technique) and not params:
                 outcome.unchanged.append((entry.name, "already uses it"))
                 continue
-            new_use: dict[str, Any] = {"name": technique, "params": params} if params else {"name": technique}
-            uses = [new_use if use.get("name") == technique else use for use in uses] if present else [*uses, new_use]
-        answers = {**entry.answers, "techniques": uses}
+            changed = spec.with_technique(technique, params)
+        answers = changed.as_dict()
         try:
             check_spec(fleet.root, answers, entry.name, entry.directory)
         except SmtError as error:
@@ -145,16 +148,11 @@ def spec_text(name: str, answers: dict[str, Any]) -> str:
 
 # --- status -----------------------------------------------------------------------------------
 
-_TEMPLATE_VERSION = re.compile(r"Template ([^,]+), file")
-
-
 def template_version_of(directory: Path) -> str:
-    """The template version recorded in a generated model's headers (config.py's)."""
-    for path in sorted(directory.glob("*/config.py")):
-        match = _TEMPLATE_VERSION.search(path.read_text().splitlines()[1] if path.read_text() else "")
-        if match:
-            return match.group(1)
-    return "unknown"
+    """The template version a generated model was rendered from (its package's one version line)."""
+    init = directory / directory.name / TEMPLATE_VERSION_FILE
+    version = read_template_version(init.read_text()) if init.is_file() else None
+    return version or "unknown"
 
 
 def _pairs_at(root: Path, ref: str) -> set[tuple[str, str]]:
@@ -167,13 +165,12 @@ def _pairs_at(root: Path, ref: str) -> set[tuple[str, str]]:
         if not path.endswith(f"/{ANSWERS_FILE}"):
             continue
         text = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True).stdout
+        model = path.split("/")[1]
         try:
-            answers = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
-            continue
-        for use in answers.get("techniques") or []:
-            if isinstance(use, dict) and use.get("name"):
-                pairs.add((path.split("/")[1], use["name"]))
+            spec = ModelAnswers(model, yaml.safe_load(text) or {})
+        except (yaml.YAMLError, SmtError):
+            continue  # a spec that was broken at that release counts no pairs
+        pairs |= {(model, name) for name in spec.technique_names}
     return pairs
 
 

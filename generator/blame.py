@@ -16,11 +16,12 @@ from pathlib import Path
 from . import engine
 from .cache import RenderCache, text_digest
 from .engine import SmtError
-from .engine.paths import LOCAL_TECHNIQUES_DIR
+from .engine.header import header_size, strip_header
+from .engine.paths import LOCAL_TECHNIQUES_DIR, TEMPLATE_DIR
 from .fleet import GENERATED_DIR, Fleet, ModelEntry
 from .render import render_model
 
-HEADER_LINES = 3
+HEADER_SOURCE = "generator/engine/header.py"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Attribution:
 def template_source(model: str, relative: str) -> str:
     """The template file that renders ``relative`` (a path inside the model folder)."""
     parts = ["{{ model_name }}" if part == model else part.replace(model, "{{ model_name }}") for part in relative.split("/")]
-    return "template_repo/template/" + "/".join(parts) + ".jinja"
+    return f"{TEMPLATE_DIR}/template/" + "/".join(parts) + ".jinja"
 
 
 _TARGET = re.compile(r"""smt_file\(\s*["']([^"']+)["']""")
@@ -126,8 +127,6 @@ def _file_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative: s
 
 
 def _compute_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative: str, current: str, model_key: str) -> list[tuple[str, str]]:
-    from .testing import strip_header  # noqa: PLC0415 - imports black; only a first blame of a file needs it
-
     model = entry.name
     lines = current.splitlines()
     recorded = cache.model_digests(model_key)
@@ -143,22 +142,22 @@ def _compute_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative
     traced: list[str] | None = None
     body_offset = 0
     if target.endswith(".py") and plan:
-        bare = {key: value for key, value in entry.answers.items() if key != "techniques"}
-        base = strip_header(render_model(root, {**bare, "techniques": []}, model)[relative])
+        base = strip_header(render_model(root, entry.spec.without_techniques().as_dict(), model)[relative])
         steps = engine.trace_file(engine.load_sources(root), target, base, plan)
         traced = _trace_all(steps)
         body_offset = len(lines) - len(steps[-1][1].splitlines())
     labels = {a.technique.label: a.technique for a in plan}
     authors: list[tuple[str, str]] = []
+    header_lines = header_size(current)
     for number, text in enumerate(lines, 1):
-        if number <= HEADER_LINES:
-            authors.append(("header", "generator/engine/layout.py"))
+        if number <= header_lines:
+            authors.append(("header", HEADER_SOURCE))
         elif hand and (number > len(rendered) or rendered[number - 1] != text):
             authors.append(("hand edit", f"{GENERATED_DIR}/{model}/{relative} differs from `smt diff`"))
         elif traced is None:
             authors.append(("template", source))
         elif number - 1 - body_offset < 0 or number - 1 - body_offset >= len(traced):
-            authors.append(("header", "generator/engine/layout.py"))
+            authors.append(("header", HEADER_SOURCE))
         else:
             author = traced[number - 1 - body_offset]
             technique = labels.get(author)

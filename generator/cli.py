@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 
-from . import __version__, adoption, engine, review
+from . import __version__, adoption, compatibility, drift, engine, review
 from .engine import SmtError
 from .capacity import measure_fleet_capacity, over_budget
 from .impact import measure_impact
@@ -180,23 +179,31 @@ def check(
         if capacity:
             _check_capacity(fleet, [entry.name for entry, _, _ in results])
         return
-    for entry, change in stale:
-        typer.echo(f"{GENERATED_DIR}/{entry.name}/{change.path}: {change.kind} (differs from a fresh regeneration)")
+    try:
+        drifts = drift.explain(fleet.root, stale, engine.load_sources(fleet.root).library)
+    except SmtError as error:
+        raise _fail(error)
+    for item in drifts:
+        typer.echo(item.describe())
     stale_models = {entry.name for entry, _ in stale}
     try:
         changed = changed_techniques(fleet.root, engine.load_sources(fleet.root).library)
         users = _users(fleet, [technique.name for technique, _ in changed])
     except SmtError as error:
         raise _fail(error)
-    for technique, recorded in changed:
+    for technique, recorded in changed:  # a change without a recorded version, whatever git says
         affected = [name for name in users[technique.name] if name in stale_models]
         if affected:
             since = f"since version {recorded} was recorded" if recorded else "(not yet recorded)"
             typer.echo(f"technique {technique.name} changed {since}; it affects {len(affected)} model(s): {', '.join(affected)}")
-    typer.echo(
-        f"check: {len(stale)} file(s) out of sync. Generated files are not edited by hand: change the spec "
+    hand = sum(item.hand_edit for item in drifts)
+    advice = (
+        "Generated files are not edited by hand: move the edit into the spec "
         f"({GENERATED_DIR}/<model>/{ANSWERS_FILE}), the template or a technique, then run `smt generate`."
+        if hand
+        else "Review the input changes above, then run `smt generate` and commit generated/ with them."
     )
+    typer.echo(f"check: {len(stale)} file(s) out of sync ({hand} hand-edited). {advice}")
     raise typer.Exit(1)
 
 
@@ -362,7 +369,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         library = list(engine.load_sources(fleet.root).library)
         rows = []
         for entry, _, changes in _changes(fleet, None, "status:", jobs):
-            used = [use.get("name") for use in entry.answers.get("techniques") or [] if isinstance(use, dict)]
+            used = entry.spec.technique_names
             in_sync = not changes
             rows.append({"model": entry.name, "template_version": adoption.template_version_of(entry.directory), "in_sync": in_sync, "techniques": used})
         history = adoption.adoption_history(fleet.root)
@@ -371,12 +378,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         typer.echo(json.dumps({"techniques": library, "models": rows, "adoption_by_release": history}, indent=2))
         return
-    width = max(len(row["model"]) for row in rows) if rows else 5
-    short = [name[:8] for name in library]
-    typer.echo(f"{'model':<{width}}  {'template':<8}  {'sync':<5}  " + "  ".join(f"{name:<8}" for name in short))
+    width = max([5, *(len(row["model"]) for row in rows)])
+    typer.echo(f"{'model':<{width}}  {'template':<8}  {'sync':<5}  " + "  ".join(library))  # full names: columns as wide as each
     for row in rows:
-        cells = "  ".join(f"{('x' if name in row['techniques'] else '.'):<8}" for name in library)
-        typer.echo(f"{row['model']:<{width}}  {row['template_version']:<8}  {('yes' if row['in_sync'] else 'NO'):<5}  {cells}")
+        cells = "  ".join(f"{('x' if name in row['techniques'] else '.'):<{len(name)}}" for name in library)
+        typer.echo(f"{row['model']:<{width}}  {row['template_version']:<8}  {('yes' if row['in_sync'] else 'NO'):<5}  {cells}".rstrip())
     pairs = sum(len(row["techniques"]) for row in rows)
     typer.echo(f"{len(rows)} models, {len(library)} techniques, {pairs} technique-model pairs adopted")
     if history:
@@ -410,8 +416,7 @@ def _new_model(fleet: Fleet, name: str, data_file: Path) -> RenderedTree:
         raise SmtError(f"{name}: {GENERATED_DIR}/{name} already exists; edit its {ANSWERS_FILE} and run `smt generate {name}`")
     tree = render_model(fleet.root, answers, name)
     spec = {key: value for key, value in answers.items() if not key.startswith("_")}
-    header = f"# The spec of model {name} (its Copier answers). Edit it, then run `smt generate`.\n"
-    _write(name, directory, tree, header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    _write(name, directory, tree, adoption.spec_text(name, spec))
     return tree
 
 
@@ -440,9 +445,9 @@ app.add_typer(techniques_app, name="techniques")
 def _users(fleet: Fleet, names: list[str]) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {name: [] for name in names}
     for entry in fleet.models():
-        for use in entry.answers.get("techniques") or []:
-            if isinstance(use, dict) and use.get("name") in users:
-                users[use["name"]].append(entry.name)
+        for name in entry.spec.technique_names:
+            if name in users:
+                users[name].append(entry.name)
     return users
 
 
@@ -493,18 +498,6 @@ def techniques_lock(
     typer.echo(f"techniques lock: recorded {len(library)} technique(s)")
 
 
-def _touched_points(technique: engine.Technique, sources: engine.TemplateSources) -> list[str]:
-    from .engine.patch import parse_patch  # noqa: PLC0415 - libcst
-
-    touched = []
-    for target, source in technique.patches:
-        points = sources.extension_points.get(target, {})
-        for name, _ in parse_patch(source, target).definitions:
-            if name in points:
-                touched.append(f"{target}:{name} ({points[name].kind})")
-    return touched
-
-
 @techniques_app.command("show")
 def techniques_show(
     name: Annotated[str, typer.Argument(help="Technique name.")],
@@ -529,7 +522,16 @@ def techniques_show(
     typer.echo(f"preconditions: {', '.join(f'{k} {v}' for k, v in technique.applies_to) or 'none'}")
     for key in ("requires", "builds_on", "after", "conflicts"):
         typer.echo(f"{key}: {', '.join(getattr(technique, key)) or 'none'}")
-    typer.echo(f"extension points: {', '.join(_touched_points(technique, sources)) or 'none'}")
+    incompatible = compatibility.incompatible_with(technique, sources.library, sources)
+    typer.echo(f"cannot be combined with: {', '.join(f'{item.other} ({item.reason})' for item in incompatible) or 'none'}")
+    undeclared = [item.other for item in incompatible if item.reason != "declared conflict"]
+    if undeclared:
+        typer.echo(
+            f"    alternatives replacing the same extension point: declare `conflicts: [{', '.join(undeclared)}]` in "
+            f"techniques/{name}/technique.yml (builds_on is only for a technique that extends the other's replacement)"
+        )
+    used_points = compatibility.extension_points_used(technique, sources)
+    typer.echo(f"extension points: {', '.join(map(str, used_points)) or 'none'}")
     typer.echo(f"used by: {', '.join(users) or 'no models yet'}")
     for target, source in technique.patches:
         typer.echo(f"\n--- techniques/{name}/{target} (patch for {target}) ---")

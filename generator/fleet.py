@@ -3,17 +3,74 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .engine import SmtError
+from .engine.paths import TEMPLATE_DIR
 from .engine.store import load_yaml
 
 GENERATED_DIR = "generated"
 ANSWERS_FILE = ".copier-answers.yml"
-TEMPLATE_CONFIG = Path("template_repo") / "copier.yml"
+TEMPLATE_CONFIG = Path(TEMPLATE_DIR) / "copier.yml"
+
+
+@dataclass(frozen=True)
+class ModelAnswers:
+    """A model's spec as its Copier answers (keys in file order, Copier's own ``_`` keys kept),
+    validated on creation; edits return a new, validated spec.
+
+    The one place that reads and edits a spec's ``techniques`` list: adopt, drop, preview, impact,
+    review, blame and status all go through it.
+    """
+
+    model: str
+    answers: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        from . import engine  # noqa: PLC0415 - pydantic; only commands that read techniques need it
+
+        engine.validate_spec(dict(self.answers), self.model)  # raises SmtError naming model and field
+
+    @property
+    def uses(self) -> list[dict[str, Any]]:
+        """The technique uses, in the spec's order, each ``{"name": ...}`` plus ``"params"`` when set."""
+        return [dict(use) for use in self.answers.get("techniques") or []]
+
+    @property
+    def technique_names(self) -> list[str]:
+        return [use["name"] for use in self.uses]
+
+    def uses_technique(self, name: str) -> bool:
+        return name in self.technique_names
+
+    def params_of(self, name: str) -> dict[str, Any]:
+        """The params the spec gives technique ``name`` (empty when it gives none or does not use it)."""
+        return next((dict(use.get("params") or {}) for use in self.uses if use["name"] == name), {})
+
+    def with_techniques(self, uses: list[dict[str, Any]]) -> ModelAnswers:
+        return ModelAnswers(self.model, {**self.answers, "techniques": uses})
+
+    def with_technique(self, name: str, params: Mapping[str, Any] | None = None) -> ModelAnswers:
+        """The spec using technique ``name``: appended, or its params replaced when it is already used."""
+        use: dict[str, Any] = {"name": name, "params": dict(params)} if params else {"name": name}
+        uses = self.uses
+        if self.uses_technique(name):
+            return self.with_techniques([use if old["name"] == name else old for old in uses])
+        return self.with_techniques([*uses, use])
+
+    def without_technique(self, name: str) -> ModelAnswers:
+        return self.with_techniques([use for use in self.uses if use["name"] != name])
+
+    def without_techniques(self) -> ModelAnswers:
+        """The plain template's model: the same spec with no technique."""
+        return self.with_techniques([])
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.answers)
 
 
 @dataclass(frozen=True)
@@ -27,6 +84,11 @@ class ModelEntry:
     @property
     def spec_path(self) -> Path:
         return self.directory / ANSWERS_FILE
+
+    @cached_property
+    def spec(self) -> ModelAnswers:
+        """The validated spec (raises SmtError naming the model and the field when it is invalid)."""
+        return ModelAnswers(self.name, self.answers)
 
 
 def find_root(start: Path | None = None) -> Path:

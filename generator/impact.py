@@ -13,7 +13,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -49,13 +48,6 @@ class ImpactRow:
     skipped: str = ""
 
 
-def _variants(answers: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    uses = [use for use in answers.get("techniques") or [] if isinstance(use, dict)]
-    without = [use for use in uses if use.get("name") != name]
-    with_it = uses if len(without) < len(uses) else [*uses, {"name": name}]
-    return {**answers, "techniques": without}, {**answers, "techniques": with_it}
-
-
 def measure_folders(folders: list[Path], doing: str = "measuring capacity") -> dict[str, dict[str, float]]:
     """Parameters and MFLOPs per example of rendered model folders (one PyTorch subprocess for all)."""
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, folders)], capture_output=True, text=True)
@@ -75,7 +67,9 @@ def measure_impact(fleet: Fleet, technique: Technique) -> list[ImpactRow]:
     pending: list[tuple[str, Path, Path]] = []
     with tempfile.TemporaryDirectory(prefix="smt-impact-") as tmp:
         for entry in fleet.models():
-            without, with_it = _variants(entry.answers, technique.name)
+            spec = entry.spec
+            without = spec.without_technique(technique.name).as_dict()
+            with_it = (spec if spec.uses_technique(technique.name) else spec.with_technique(technique.name)).as_dict()
             try:
                 check_spec(fleet.root, with_it, entry.name, entry.directory)
             except SmtError as error:

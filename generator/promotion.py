@@ -26,13 +26,14 @@ import yaml
 
 from . import adoption
 from .engine import SmtError, load_sources
+from .engine.paths import TEMPLATE_DIR
 from .fleet import Fleet
 from .qualification.report import latest_record
 from .render import render_model
 from .sync import compare, read_tree, write_tree
 
-QUESTIONS = Path("template_repo") / "questions.yml"
-VERSION_FILE = Path("template_repo") / "VERSION"
+QUESTIONS = Path(TEMPLATE_DIR) / "questions.yml"
+VERSION_FILE = Path(TEMPLATE_DIR) / "VERSION"
 CHANGELOG = "CHANGELOG.md"
 _DEFAULT_LINE = re.compile(r"^(techniques:\n(?:  .*\n)*?  default: )(.*)$", re.MULTILINE)
 

@@ -25,9 +25,9 @@ import yaml
 
 from . import engine
 from .engine import SmtError
+from .engine.paths import TEMPLATE_DIR
 from .fleet import ANSWERS_FILE
 
-TEMPLATE_DIR = "template_repo"
 
 RenderedTree = dict[str, str]  # path relative to the model folder -> file text
 

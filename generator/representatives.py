@@ -105,9 +105,8 @@ def describe(entry: ModelEntry) -> Descriptors:
         "log10_max_mflops": math.log10(max(float(serving.get("max_mflops_per_example", 1e-3)), 1e-3)),
     }
     values.update(_data_statistics(entry.directory, [name for name in objectives if name]))
-    for use in answers.get("techniques") or []:
-        if isinstance(use, dict) and use.get("name"):
-            values[f"technique:{use['name']}"] = 1.0
+    for name in entry.spec.technique_names:
+        values[f"technique:{name}"] = 1.0
     return Descriptors(entry.name, values)
 
 

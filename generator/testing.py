@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from .engine.header import strip_header  # noqa: F401 - technique tests import it from here
 from .engine.layout import format_python
 from .engine.pipeline import apply_technique, load_sources
 from .engine.technique import load_technique

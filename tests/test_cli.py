@@ -170,3 +170,61 @@ def test_check_capacity_names_models_over_budget(repo_copy: Path) -> None:
     assert result.code == 1
     assert "notification_open: 348,328 parameters" in result.out and "over its budget of 330,000" in result.out
     assert run_smt(repo_copy, "check", "--capacity", "feed_ctr").code == 0
+
+
+def test_techniques_show_lists_alternatives_and_advises_conflicts() -> None:
+    """Techniques replacing the same extension point are listed as not combinable, with the fix."""
+    result = run_smt(REPO, "techniques", "show", "mmoe")
+    assert result.code == 0, result.err
+    line = next(line for line in result.out.splitlines() if line.startswith("cannot be combined with: "))
+    assert "ple (both replace model.py:TaskTowers)" in line
+    assert "dcn_v2" not in line  # a different extension point
+    assert "declare `conflicts: [ple]` in techniques/mmoe/technique.yml" in result.out
+
+
+def test_status_shows_full_technique_names() -> None:
+    result = run_smt(REPO, "status")
+    assert result.code == 0, result.err
+    header = result.out.splitlines()[0].split()
+    assert "uncertainty_weighting" in header and "lr_warmup_cosine" in header
+    row = next(line for line in result.out.splitlines() if line.startswith("app_install "))
+    column = result.out.splitlines()[0].index("uncertainty_weighting")
+    assert row[column] == "x"  # app_install uses it: the mark sits under the full name
+
+
+def test_where_matching_no_model_says_so(repo_copy: Path) -> None:
+    before = snapshot(repo_copy)
+    result = run_smt(repo_copy, "adopt", "dcn_v2", "--where", "num_objectives > 7")
+    assert result.code == 2
+    count = len(list((repo_copy / "generated").glob("*/.copier-answers.yml")))
+    assert result.err.strip().splitlines() == [
+        f"error: --where 'num_objectives > 7' matches none of the {count} model(s); nothing to do (see `smt status` for each model's techniques)"
+    ]
+    assert snapshot(repo_copy) == before
+
+
+def _git_repo(root: Path) -> Path:
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet")):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return root
+
+
+def test_check_names_the_change_behind_drift_and_a_hand_edit_only_when_it_is_one(repo_copy: Path) -> None:
+    """A technique change, a template change and a hand edit are each named as what they are."""
+    root = _git_repo(repo_copy)
+    patch = root / "techniques/mmoe/model.py"
+    patch.write_text(patch.read_text().replace("class TaskTowers(nn.Module):", "class TaskTowers(nn.Module):  # v2", 1))
+    template = root / "template_repo/template/{{ model_name }}/serve.py.jinja"
+    template.write_text(template.read_text().replace('"""', '"""Changed. ', 1))
+    edited = root / "generated/feed_ctr/feed_ctr/train.py"
+    edited.write_text(edited.read_text() + "# tweaked\n")
+
+    result = run_smt(root, "check")
+
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert "generated/app_install/app_install/model.py: modified, caused by technique mmoe changed (techniques/mmoe/model.py)" in lines
+    assert "generated/feed_ctr/feed_ctr/serve.py: modified, caused by the template changed (template_repo/template/{{ model_name }}/serve.py.jinja)" in lines
+    assert "generated/feed_ctr/feed_ctr/train.py: modified, caused by a hand edit (it differs from its committed text and none of its inputs changed)" in lines
+    assert sum("hand edit" in line for line in lines if line.startswith("generated/")) == 1
+    assert "(1 hand-edited)" in lines[-1]

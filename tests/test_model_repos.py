@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from repo_support import (
     write_spec,
 )
 from support import REPO
+from generator.render import render_model
 from generator.sync import read_tree
 
 MODEL = "feed_ctr"  # uses technique dcn_v2, whose patch the release changes
@@ -133,7 +135,7 @@ def test_an_old_release_renders_as_smt_generate_wrote_it(release: Release, tmp_p
     git(release.root, "worktree", "add", "-q", "--detach", str(old_tree), "v0.1.0")
     try:
         assert read_tree(made) == read_tree(old_tree / "generated" / MODEL)
-        assert "Template 0.1.0" in (made / MODEL / "model.py").read_text()
+        assert '__template_version__ = "0.1.0"' in (made / MODEL / "__init__.py").read_text()
     finally:
         git(release.root, "worktree", "remove", "--force", str(old_tree))
 
@@ -196,14 +198,18 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
 
     result = copier(repo, "update", "--trust", "--defaults", "--conflict", "inline")
     assert result.code == 0  # even though a conflict remains: hence `smt conflicts`
+    # Quiet release: only the files the release's template and technique edits write, the package's
+    # one template-version line and the answers file change (not every file's header).
+    touched = {line[3:] for line in git(repo, "status", "--porcelain").out.splitlines()}
+    assert touched == {ANSWERS, "README.md", f"{MODEL}/__init__.py", f"{MODEL}/config.py", f"{MODEL}/model.py"}, touched
 
     fresh = _copy(release, MODEL, tmp_path / "fresh")  # v0.2.0 rendered from scratch
     merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
     expected = read_tree(fresh)
     assert merged.keys() == expected.keys()
     for path in sorted(set(expected) - {"README.md", f"{MODEL}/model.py"}):
-        assert merged[path] == expected[path], path  # the new header (template 0.2.0) and nothing else
-    assert "Template 0.2.0" in merged[f"{MODEL}/config.py"]
+        assert merged[path] == expected[path], path
+    assert '__template_version__ = "0.2.0"' in merged[f"{MODEL}/__init__.py"]
     assert merged["README.md"] == expected["README.md"] + "\nLocal note: owned by the feed ranking team.\n"
     assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"
 
@@ -221,7 +227,7 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     new_version = yaml.safe_load((release.root / "techniques" / "dcn_v2" / "technique.yml").read_text())[
         "version"
     ]
-    assert f"dcn_v2 {new_version}" in model_text and "Template 0.2.0, file model.py" in model_text
+    assert f"File model.py; techniques applied to this file: dcn_v2 {new_version}" in model_text
 
     # Copier exits 0, `smt conflicts` does not: it names the file, the lines and the unmerged path.
     line = model_text.splitlines().index("<<<<<<< before updating") + 1
@@ -287,3 +293,47 @@ def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
     assert outside.err.strip().splitlines() == [
         f"error: {tmp_path}: not inside a git work tree; run this in a model repo"
     ]
+
+
+def _readme_copier_copy(fragment: str) -> list[str]:
+    """The README's `copier copy` command that contains ``fragment``, split into words."""
+    readme = (REPO / "README.md").read_text()
+    commands = [line.strip().strip("`") for line in re.findall(r"`?(copier copy [^`\n#]*)", readme) if fragment in line]
+    assert len(commands) == 1, commands
+    return shlex.split(commands[0])
+
+
+def _partial_spec(path: Path) -> Path:
+    """feed_ctr's spec without its optional keys (description, hyperparameters, data, synthetic)."""
+    spec = {key: value for key, value in spec_of(REPO, MODEL).items() if key in ("model_name", "objectives", "sparse_features", "dense_features", "serving", "techniques")}
+    return write_spec(path, spec)
+
+
+def test_readme_copier_copy_from_the_template_folder_works_as_written(tmp_path: Path) -> None:
+    """The README's template-folder command, run as written on a spec that omits optional keys."""
+    words = _readme_copier_copy("template_repo/")
+    spec = _partial_spec(tmp_path / "SPEC.yml")
+    replaced = {"SPEC.yml": str(spec), "template_repo/": str(REPO / "template_repo"), "my_model/": str(tmp_path / "my_model")}
+    copier(tmp_path, *[replaced.get(word, word) for word in words[1:]])
+    assert read_tree(tmp_path / "my_model") == render_model(REPO, yaml.safe_load(spec.read_text()), MODEL)
+
+
+def test_readme_copier_copy_of_a_release_works_and_its_answers_header_says_copier_update(release: Release, tmp_path: Path) -> None:
+    """The README's model-repo command works as written, and the command its answers file names
+    changes an answer and regenerates the model (there is no `smt generate` in a model repo)."""
+    words = _readme_copier_copy('"$SMT_REPO"')
+    spec = _partial_spec(tmp_path / "feed_ctr.yml")
+    replaced = {"feed_ctr.yml": str(spec), "$SMT_REPO": str(release.root), "feed_ctr": str(tmp_path / "feed_ctr")}
+    copier(tmp_path, *[replaced.get(word, word) for word in words[1:]])
+    repo = tmp_path / "feed_ctr"
+    header = (repo / ANSWERS).read_text().split("\n_", 1)[0]
+    assert "smt generate" not in header
+    command = re.search(r"`(copier update [^`]+)`", header)
+    assert command, header
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "feed_ctr from SMT")
+
+    words = [word.replace("KEY=VALUE", "description=Clicks in the feed.") for word in shlex.split(command.group(1))]
+    copier(repo, *words[1:])
+    assert "Clicks in the feed." in (repo / "README.md").read_text()
+    assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"  # regenerated, not moved

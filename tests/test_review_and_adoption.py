@@ -52,7 +52,7 @@ def test_diff_since_reports_a_technique_change_per_model(repo: Path) -> None:
 
     markdown = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown").out
     assert f"**{len(users)}** model(s) affected (+{len(users)} / -{len(users)} lines)" in markdown
-    assert f"| `app_install` | 1 | 1 | 1 | `mmoe {version}` |" in markdown
+    assert f"| `app_install` | 1 | 1 | 1 | +0 | +0.0000 | `mmoe {version}` |" in markdown
     assert "```diff" in markdown
 
     bad = run_smt(repo, "diff", "--since", "no-such-ref")
@@ -133,3 +133,52 @@ def test_status_matrix_and_adoption_per_release(repo: Path) -> None:
 
     text = run_smt(repo, "status").out
     assert f"v0.2.0: {pairs + 2} (+2 -0)" in text
+
+
+def _technique_meta(root: Path, name: str) -> dict:
+    return yaml.safe_load((root / "techniques" / name / "technique.yml").read_text())
+
+
+def test_diff_since_of_a_four_model_adoption_reads_in_under_200_lines(repo: Path) -> None:
+    """Spec diff, code hunks shown once for the models sharing them, capacity deltas, the
+    technique's version, summary and reference; unaffected models are not listed as affected."""
+    models = ["feed_ctr", "notification_open", "search_ads_ctr", "shopping_cvr"]
+    assert run_smt(repo, "adopt", "residual_mlp", "--models", ",".join(models)).code == 0
+    meta = _technique_meta(repo, "residual_mlp")
+
+    result = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown")
+
+    assert result.code == 0, result.err
+    assert run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown").out == result.out  # deterministic
+    lines = result.out.splitlines()
+    assert len(lines) < 200, len(lines)
+    assert f"- **`residual_mlp`** unchanged, {meta['version']}: {meta['summary']}" in lines
+    assert f"  - reference: {meta['reference']}" in lines
+    assert "  - adopted by: " + ", ".join(f"`{model}`" for model in models) in lines
+    rows = {line.split("`")[1]: line.split(" | ") for line in lines if line.startswith("| `")}
+    assert sorted(rows) == models  # only the models whose code changed
+    for row in rows.values():
+        assert int(row[4].replace(",", "")) > 0 and float(row[5]) > 0  # Δparams, ΔMFLOPs: residual blocks add both
+    assert "Unaffected: `app_install`, `marketplace`, `video_vtr`" in lines
+    assert result.out.count("+- name: residual_mlp") == 1  # the spec hunk, once for all four
+    assert result.out.count("+class ResidualBlock(nn.Module):") == 1  # the code hunk, once for all four
+    assert "`<model>/model.py` in all affected models:" in lines
+
+    data = json.loads(run_smt(repo, "diff", "--since", "HEAD", "--format", "json").out)
+    shared = [hunk for hunk in data["shared_hunks"] if "+class ResidualBlock(nn.Module):" in hunk["diff"]]
+    assert [hunk["models"] for hunk in shared] == [models]
+    assert {model["model"]: "+- name: residual_mlp" in model["spec_diff"] for model in data["affected"]} == dict.fromkeys(models, True)
+    assert data["techniques"][0] | {"qualification": None} == {
+        "name": "residual_mlp", "status": "unchanged", "old_version": meta["version"], "new_version": meta["version"],
+        "summary": meta["summary"], "reference": meta["reference"], "adopted_by": models, "dropped_by": [], "qualification": None,
+    }
+
+
+def test_diff_since_lists_models_a_new_adoption_does_not_apply_to_with_the_reason(repo: Path) -> None:
+    assert run_smt(repo, "adopt", "mmoe", "--models", "shopping_cvr").code == 0
+    data = json.loads(run_smt(repo, "diff", "--since", "HEAD", "--format", "json").out)
+    assert [model["model"] for model in data["affected"]] == ["shopping_cvr"]
+    reasons = {item["model"]: item["reason"] for item in data["not_applicable"]}
+    assert set(reasons) == {"feed_ctr", "notification_open", "search_ads_ctr", "video_vtr", "marketplace"}
+    assert "needs at least 2 objectives" in reasons["feed_ctr"]
+    assert "'mmoe' and 'ple' both replace extension point TaskTowers" in reasons["marketplace"]

@@ -37,7 +37,7 @@ _LAZY = {
     "Technique": "technique",
     "load_library": "technique",
 }
-_SUBMODULES = {"store", "pipeline", "spec", "technique", "patch", "layout", "config_params", "shapes"}
+_SUBMODULES = {"store", "pipeline", "spec", "technique", "patch", "layout", "header", "config_params", "shapes"}
 
 
 def __getattr__(name: str) -> Any:

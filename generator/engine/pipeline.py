@@ -212,7 +212,7 @@ def _check_replacements(model: str, plan: Sequence[AppliedTechnique], sources: T
                     if previous is not None and not _builds_on(applied, previous.technique.name):
                         raise SmtError(
                             f"{model}: techniques {previous.technique.name!r} and {technique.name!r} both replace extension point "
-                            f"{point} in {target}; keep one of them (or declare builds_on: [{previous.technique.name}] in {technique.name})"
+                            f"{point} in {target}; keep one of them (they are alternatives: declare conflicts: [{previous.technique.name}] in {technique.name}'s technique.yml)"
                         )
                     owner[(target, point)] = applied
 
@@ -386,7 +386,7 @@ class FileRenderer:
                 text = format_python(text)
             except black.InvalidInput:
                 raise SmtError(f"{target}: {python_problem(text)} after techniques {', '.join(touched) or 'none'}; fix that line in the template or technique") from None
-        return add_header(text, target, self.sources.version, touched)
+        return add_header(text, target, touched)  # no template version: see header.py
 
 
 def python_problem(text: str) -> str:

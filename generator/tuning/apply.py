@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import adoption
 from ..engine import SmtError, load_sources
+from ..engine.paths import TEMPLATE_DIR
 from ..fleet import Fleet
 from ..promotion import CHANGELOG, QUESTIONS, VERSION_FILE, _with_default, next_version
 from ..render import render_model
@@ -30,7 +31,7 @@ from . import objective
 from .report import best_trial, feasible
 from .space import Setting, TuneSpace, with_defaults
 
-CONFIG_TEMPLATE = Path("template_repo") / "template" / "{{ model_name }}" / "config.py.jinja"
+CONFIG_TEMPLATE = Path(TEMPLATE_DIR) / "template" / "{{ model_name }}" / "config.py.jinja"
 _DEFAULT = re.compile(r'hp\.get\("(?P<name>\w+)", (?P<value>[^()]*?)\)')
 _EMBEDDING = re.compile(r'(hp\.get\("embedding_dim", sparse_features \| map\(attribute="embedding_dim"\) \| )(max|min)\)')
 

@@ -88,6 +88,12 @@ def smt_plan(context: Context) -> list[dict[str, Any]]:
     return engine.describe_plan(REPO_ROOT, _answers(context, engine.SPEC_KEYS), _model_dir(context))
 
 
+def smt_template_version() -> str:
+    """The one line per model that records the template version (``__template_version__ = "X"``)."""
+    engine = load_engine()
+    return engine.header.template_version_line(engine.load_sources(REPO_ROOT).version)
+
+
 @pass_context
 def smt_spec_error(context: Context, field: str) -> str:
     """Copier validator: the first problem with ``field`` given the answers so far, or ''."""
@@ -96,10 +102,12 @@ def smt_spec_error(context: Context, field: str) -> str:
 
 
 class SmtExtension(Extension):
-    """Registers ``smt_file`` (filter), ``smt_plan`` and ``smt_spec_error`` (globals) for the template."""
+    """Registers ``smt_file`` (filter), ``smt_plan``, ``smt_spec_error`` and ``smt_template_version``
+    (globals) for the template."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.filters["smt_file"] = smt_file
         environment.globals["smt_spec_error"] = smt_spec_error
         environment.globals["smt_plan"] = smt_plan
+        environment.globals["smt_template_version"] = smt_template_version
