@@ -1,29 +1,28 @@
 """Template-iteration commands: ``smt representatives``, ``smt qualify`` and ``smt promote``.
 
-Registered on the main ``smt`` app on import (like ``cli_repo``); each is a thin wrapper over
-``generator.representatives`` and ``generator.qualification``.
+Each is a thin wrapper over ``generator.representatives`` and ``generator.qualification``, imported
+when the command runs: they bring clustering and training code that other commands must not load.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import representatives as reps
-from .cli import _fail, app
-from .engine import SmtError
-from .fleet import Fleet, find_root
-from .lock import fleet_lock
-from .qualification import load_criterion
-from .qualification import report as qreport
-from .qualification.run import Qualification, qualify as run_qualification
-from .qualification.variants import Change, parse_change
+from ..engine import SmtError
+from ..fleet import Fleet, find_root
+from ..lock import fleet_lock
+from ._app import app, handle_errors
+
+if TYPE_CHECKING:
+    from ..qualification.run import Qualification
 
 
 @app.command("representatives")
+@handle_errors
 def representatives_command(
     k: Annotated[str, typer.Option("-k", help="Number of clusters, or auto (best silhouette).")] = "auto",
     radius: Annotated[Optional[float], typer.Option(help="Coverage distance (default: half the median distance between two models).")] = None,
@@ -31,13 +30,12 @@ def representatives_command(
 ) -> None:
     """Cluster the fleet by model descriptors; print each cluster's representative (medoid), members,
     what sets it apart, and the coverage."""
-    try:
-        chosen_k: int | str = "auto" if k == "auto" else int(k) if k.isdigit() else -1
-        if chosen_k == -1:
-            raise SmtError(f"-k {k!r}: give a number of clusters or auto")
-        result = reps.choose(Fleet(find_root()), chosen_k, radius)
-    except SmtError as error:
-        raise _fail(error)
+    from .. import representatives as reps  # noqa: PLC0415
+
+    chosen_k: int | str = "auto" if k == "auto" else int(k) if k.isdigit() else -1
+    if chosen_k == -1:
+        raise SmtError(f"-k {k!r}: give a number of clusters or auto")
+    result = reps.choose(Fleet(find_root()), chosen_k, radius)
     if as_json:
         typer.echo(json.dumps(reps.to_json(result), indent=2))
     else:
@@ -56,6 +54,11 @@ def run_and_report(
     record: bool,
 ) -> tuple[Qualification, Path]:
     """Qualify, print the summary, write the report (and the technique's record). Raises SmtError."""
+    from ..qualification import load_criterion  # noqa: PLC0415
+    from ..qualification import report as qreport  # noqa: PLC0415
+    from ..qualification.run import qualify as run_qualification  # noqa: PLC0415
+    from ..qualification.variants import parse_change  # noqa: PLC0415
+
     root = find_root()
     fleet = Fleet(root)
     criterion = load_criterion(root)
@@ -75,6 +78,7 @@ def run_and_report(
 
 
 @app.command()
+@handle_errors
 def qualify(
     change: Annotated[Optional[str], typer.Argument(help="A technique with params: dcn_v2 or dcn_v2:num_cross_layers=3,low_rank=8.")] = None,
     against: Annotated[Optional[str], typer.Option("--against", help="Qualify the working tree's template/technique changes against this git ref.")] = None,
@@ -89,10 +93,7 @@ def qualify(
     """Train baseline and candidate of the chosen models with paired seeds and decide by qualification.yml.
 
     Exit 0 when the change qualifies, 1 when it does not, 2 on bad input."""
-    try:
-        q, _ = run_and_report(change, against, on, seeds, steps, jobs, report, capacity_neutral, record)
-    except SmtError as error:
-        raise _fail(error)
+    q, _ = run_and_report(change, against, on, seeds, steps, jobs, report, capacity_neutral, record)
     raise typer.Exit(0 if q.verdict.passed else 1)
 
 
@@ -100,11 +101,15 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
     """The gate of ``preview --verify``/``adopt --verify``: a short qualification of ``models``
     (regression, calibration and capacity rules; the mean-gain rule is for promotion) plus each
     candidate's own tests. Prints what failed; returns True when nothing did. Raises SmtError."""
-    import tempfile
-    from dataclasses import replace
+    import tempfile  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
 
-    from .qualification.criterion import evaluate
-    from .qualification.gate import run_model_tests
+    from ..qualification import load_criterion  # noqa: PLC0415
+    from ..qualification import report as qreport  # noqa: PLC0415
+    from ..qualification.criterion import evaluate  # noqa: PLC0415
+    from ..qualification.gate import run_model_tests  # noqa: PLC0415
+    from ..qualification.run import qualify as run_qualification  # noqa: PLC0415
+    from ..qualification.variants import Change  # noqa: PLC0415
 
     root = find_root()
     criterion = load_criterion(root)
@@ -131,23 +136,22 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
 
 
 @app.command()
+@handle_errors
 def promote(
     technique: Annotated[str, typer.Argument(help="A technique (or technique:k=v,... as qualified) with a passing qualification record.")],
     except_models: Annotated[Optional[str], typer.Option("--except", help="Models that opt out: a,b.")] = None,
 ) -> None:
     """Make a qualified TECHNIQUE a template default: adopt it in every eligible model (except
     opt-outs), bump template_repo/VERSION, regenerate the fleet and add a CHANGELOG entry."""
-    from .promotion import promote as run_promotion
+    from ..promotion import promote as run_promotion  # noqa: PLC0415
 
+    opt_out = [name.strip() for name in (except_models or "").split(",") if name.strip()]
+    fleet = Fleet(find_root())
     try:
-        opt_out = [name.strip() for name in (except_models or "").split(",") if name.strip()]
-        fleet = Fleet(find_root())
         with fleet_lock(fleet.root):  # a writer, like generate/adopt/drop
             done = run_promotion(fleet, technique, opt_out)
     except OSError as exc:  # permission, disk full: every model is old or new (write_tree's swap)
-        raise _fail(SmtError(f"promote {technique}: cannot write generated/ ({exc}); fix the cause and run it again"))
-    except SmtError as error:
-        raise _fail(error)
+        raise SmtError(f"promote {technique}: cannot write generated/ ({exc}); fix the cause and run it again") from None
     for name in done.adopted:
         typer.echo(f"{name}: adopted {technique}")
     for name, reason in done.not_applicable:

@@ -1,4 +1,4 @@
-"""``smt`` commands for model repos and pre-commit hooks, registered on the CLI's Typer app.
+"""Model-repo commands: ``smt conflicts`` and ``smt regenerate`` (for model repos and pre-commit hooks).
 
 - ``smt conflicts [DIR] [--check-update]``: after ``copier update`` (which exits 0 even when
   conflicts remain), exit 1 listing leftover conflict markers and unmerged paths; with
@@ -16,18 +16,15 @@ from typing import Annotated
 
 import typer
 
-from .cli import Models, app, generate
-from .engine import SmtError
-from .fleet import GENERATED_DIR
-from .model_repo import UPDATE_COMMAND, check_update, find_conflicts
-
-
-def _fail(error: SmtError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(2)
+from ..engine import SmtError
+from ..fleet import GENERATED_DIR
+from ..model_repo import UPDATE_COMMAND, check_update, find_conflicts
+from ._app import Models, app, handle_errors
+from .fleet import generate
 
 
 @app.command()
+@handle_errors
 def conflicts(
     directory: Annotated[Path, typer.Argument(help="A folder of the model repo (default: here).")] = Path(
         "."
@@ -40,10 +37,7 @@ def conflicts(
     ] = False,
 ) -> None:
     """Exit 1 listing leftover conflict markers and unmerged paths of a model repo (copier update exits 0 anyway)."""
-    try:
-        found = find_conflicts(directory)
-    except SmtError as error:
-        raise _fail(error)
+    found = find_conflicts(directory)
     for conflict in found:
         typer.echo(str(conflict))
     if found:
@@ -73,6 +67,7 @@ def conflicts(
 
 
 @app.command()
+@handle_errors
 def regenerate(models: Models = None) -> None:
     """`smt generate`, then exit 1 if it rewrote any file (pre-commit: `git add generated/` and commit again)."""
     changed = generate(models)  # the models whose files it rewrote
