@@ -158,6 +158,32 @@ def test_generator_does_not_need_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_every_command_reports_errors_through_the_one_handler() -> None:
+    from generator.cli import app  # noqa: PLC0415
+    from generator.cli._app import handle_errors  # noqa: PLC0415
+
+    typers = [app, *(group.typer_instance for group in app.registered_groups)]
+    callbacks = [info.callback for typer_app in typers for info in typer_app.registered_commands]
+    callbacks += [typer_app.registered_callback.callback for typer_app in typers if typer_app.registered_callback]
+    assert len(callbacks) > 15
+    wrapper = handle_errors(lambda: None).__code__  # every handled command runs this code
+    unhandled = [f.__name__ for f in callbacks if f.__code__ is not wrapper]
+    assert not unhandled, f"commands without handle_errors: {unhandled}"
+
+
+def test_cli_modules_never_import_their_package() -> None:
+    """Command modules import _app/_workspace or a sibling, never generator.cli itself: no cycle."""
+    import ast  # noqa: PLC0415
+
+    for path in sorted((REPO / "generator/cli").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.level == 1 and node.module is None), f"{path.name} imports its package"
+                assert node.module != "generator.cli" and not (node.level == 2 and node.module == "cli"), path.name
+
+
 def test_check_capacity_names_models_over_budget(repo_copy: Path) -> None:
     spec = repo_copy / "generated/notification_open/.copier-answers.yml"
     data = yaml.safe_load(spec.read_text())
