@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,21 +255,33 @@ def apply_technique(
     return changed
 
 
+def technique_steps(
+    sources: TemplateSources, target: str, text: str, plan: Sequence[AppliedTechnique]
+) -> Iterator[tuple[str, str]]:
+    """The pipeline's steps for one file, unformatted: (technique label, text after its step) for
+    each technique whose patch changes ``text``, in plan order; then, on config.py, one step per
+    technique with params (its Params class and ModelConfig field). ``FileRenderer`` keeps the last
+    text and ``smt blame`` diffs them all, so both see the same steps."""
+    points = sources.extension_points.get(target, {})
+    for applied in plan:
+        changed = apply_technique(applied.technique, dict(applied.params), target, text, points)
+        if changed is not None:
+            text = changed
+            yield applied.technique.label, text
+    if target == CONFIG_TARGET:
+        for applied in plan:
+            if applied.technique.params:
+                text = add_technique_params(text, [applied], target)
+                yield applied.technique.label, text
+
+
 def trace_file(sources: TemplateSources, target: str, text: str, plan: Sequence[AppliedTechnique]) -> list[tuple[str, str]]:
     """The file after each step, formatted: [("template", text), (technique label, text), ...].
 
     ``smt blame`` diffs consecutive steps to attribute every line to the step that wrote it.
     """
-    steps = [("template", format_python(text))]
-    points = sources.extension_points.get(target, {})
-    for applied in plan:
-        changed = apply_technique(applied.technique, dict(applied.params), target, text, points)
-        if target == CONFIG_TARGET and applied.technique.params:
-            changed = add_technique_params(changed if changed is not None else text, [applied], target)
-        if changed is not None:
-            text = changed
-            steps.append((applied.technique.label, format_python(text)))
-    return steps
+    steps = [("template", text), *technique_steps(sources, target, text, plan)]
+    return [(label, format_python(step_text)) for label, step_text in steps]
 
 
 def relevant_plan(target: str, plan: Sequence[AppliedTechnique]) -> tuple[AppliedTechnique, ...]:
@@ -373,15 +385,10 @@ class FileRenderer:
     def _finish(self, target: str, text: str, plan: Sequence[AppliedTechnique]) -> str:
         touched: list[str] = []
         if target.endswith(".py"):
-            points = self.sources.extension_points.get(target, {})
-            for applied in plan:
-                changed = apply_technique(applied.technique, dict(applied.params), target, text, points)
-                if changed is not None:
-                    text = changed
-                    touched.append(applied.technique.label)
-            if target == CONFIG_TARGET:
-                text = add_technique_params(text, plan, target)
-                touched += [a.technique.label for a in plan if a.technique.params and a.technique.label not in touched]
+            steps = list(technique_steps(self.sources, target, text, plan))
+            if steps:
+                text = steps[-1][1]
+            touched = list(dict.fromkeys(label for label, _ in steps))  # a technique's patch and params: once
             try:
                 text = format_python(text)
             except black.InvalidInput:
