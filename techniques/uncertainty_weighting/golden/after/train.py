@@ -42,6 +42,18 @@ from .metrics import Metrics, objective_metrics, predict, weighted_logloss
 from .model import RankingModel
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_KEYS = {
+    "model_name",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "result",
+    "epoch",
+    "position",
+    "stopping",
+}  # what save_checkpoint writes
 METRICS_FILE = "metrics.json"
 
 
@@ -482,6 +494,67 @@ def save_checkpoint(
     os.replace(partial, path)
 
 
+def read_checkpoint(
+    path: Path | None, config: ModelConfig, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """What save_checkpoint wrote at path, checked to be this model's.
+
+    Raises:
+        FileNotFoundError: there is no file at path.
+        ValueError: in one line, for a truncated, random or foreign file or a checkpoint
+            of another model.
+    """
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint to resume from at {path}; run without resume"
+        )
+    try:
+        saved = torch.load(path, map_location=device, weights_only=False)
+    except (
+        Exception
+    ) as error:  # truncated, random bytes, not a torch file: all unreadable
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({_first_line(error)}); delete it to start"
+            " afresh, or resume from another --run-dir"
+        ) from None
+    missing = (
+        sorted(CHECKPOINT_KEYS - set(saved)) if isinstance(saved, dict) else ["all"]
+    )
+    if missing:
+        raise ValueError(
+            f"{path}: not a checkpoint written by this package (missing {', '.join(missing)});"
+            " resume from a --run-dir that this model's training wrote"
+        )
+    if saved["model_name"] != config.model_name:
+        raise ValueError(
+            f"{path} is a checkpoint of model {saved['model_name']}, not"
+            f" {config.model_name}; resume from a --run-dir of {config.model_name}"
+        )
+    return saved
+
+
+def check_checkpoint(path: Path, config: ModelConfig, model: nn.Module) -> None:
+    """Raise ValueError (one line) unless path holds a checkpoint of this model whose
+    weights fit model: resume checks it before it prints or writes anything."""
+    saved = read_checkpoint(path, config)
+    try:
+        model.load_state_dict(saved["model"])
+        FitResult(**saved["result"])
+    except _MISFIT as error:
+        raise _misfit(path, error) from None
+
+
+_MISFIT = (RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def _misfit(path: Path, error: BaseException) -> ValueError:
+    return ValueError(
+        f"{path}: the checkpoint does not fit this model as configured now"
+        f" ({_first_line(error)}); resume with the spec and --set options of the run"
+        " that wrote it, or start afresh in another --run-dir"
+    )
+
+
 def load_checkpoint(
     path: Path | None,
     config: ModelConfig,
@@ -494,25 +567,25 @@ def load_checkpoint(
 ) -> tuple[FitResult, tuple[int, int]]:
     """Restore what save_checkpoint wrote; return the run's FitResult so far and the
     data position (data epoch, batches read in it)."""
-    if path is None or not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint to resume from at {path}; run without resume"
-        )
-    saved = torch.load(path, map_location=runtime.device, weights_only=False)
-    if saved["model_name"] != config.model_name:
-        raise ValueError(
-            f"{path} is a checkpoint of model {saved['model_name']}, not {config.model_name}"
-        )
-    model.load_state_dict(saved["model"])
-    loss_fn.load_state_dict(saved["loss"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if scheduler is not None and saved["scheduler"] is not None:
-        scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"][runtime.rank].cpu())
-    stopping.load_state_dict(saved["stopping"])
-    result = FitResult(**saved["result"])
+    saved = read_checkpoint(path, config, runtime.device)
+    try:
+        model.load_state_dict(saved["model"])
+        loss_fn.load_state_dict(saved["loss"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved["scheduler"] is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"][runtime.rank].cpu())
+        stopping.load_state_dict(saved["stopping"])
+        result = FitResult(**saved["result"])
+    except _MISFIT as error:
+        raise _misfit(path, error) from None
     result.segment_seconds = 0.0  # this call's own time starts now
     return result, (saved["epoch"], saved["position"])
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def _learning_rates(optimizer: Optimizers) -> list[float]:
