@@ -20,6 +20,7 @@ import yaml
 
 from .engine import TEMPLATE_DIR, SmtError, Technique
 from .reference import template_definitions
+from .engine.store import load_yaml
 
 LOCK_FILE = Path("techniques") / "fingerprints.yml"
 
@@ -35,9 +36,9 @@ def read_lock(root: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise SmtError(f"{path}: invalid YAML; regenerate it with `smt techniques lock`") from None
+        data = load_yaml(path, "the technique lock") or {}
+    except SmtError as error:  # bounded, one line with file:line
+        raise SmtError(f"{error}; or regenerate it with `smt techniques lock`") from None
     if not isinstance(data, dict):
         raise SmtError(f"{path}: expected a mapping of technique -> {{version, fingerprint}}")
     return data
@@ -83,10 +84,7 @@ def replaced_definitions(root: Path, library: Mapping[str, Technique]) -> dict[s
 
 def _point_kinds(root: Path) -> dict[str, dict[str, str]]:
     path = root / TEMPLATE_DIR / "extension_points.yml"
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SmtError(f"{path}: cannot read the template's extension points ({exc})") from None
+    raw = load_yaml(path, "the template's extension points") or {}
     return {
         target: {name: value.get("kind") for name, value in names.items() if isinstance(value, dict)}
         for target, names in raw.items()

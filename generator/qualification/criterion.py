@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..engine import SmtError
+from ..engine.store import load_yaml
 
 CRITERION_FILE = "qualification.yml"
 
@@ -54,10 +54,7 @@ def load_criterion(root: Path) -> Criterion:
     path = root / CRITERION_FILE
     if not path.is_file():
         raise SmtError(f"{CRITERION_FILE}: not found at the repository root; restore it (it holds the qualification criterion)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise SmtError(f"{CRITERION_FILE}: invalid YAML; fix the syntax") from None
+    data = load_yaml(path, "the qualification criterion") or {}
     budget = dict(data.get("budget") or {})
     if "models" in budget:
         budget["on"] = str(budget.pop("models"))

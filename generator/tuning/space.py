@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..engine import SmtError
+from ..engine.store import load_yaml
 
 # Template hyperparameter defaults a space may tune: name -> python type (config.py.jinja holds the defaults).
 HYPERPARAMETERS = {
@@ -138,10 +138,7 @@ def parse_space(data: Any, path: str = "tune.yml") -> TuneSpace:
 def load_space(path: Path) -> TuneSpace:
     if not path.is_file():
         raise SmtError(f"{path}: no such search space; write one (see the example tune.yml at the repository root)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise SmtError(f"{path}: invalid YAML; fix the syntax") from None
+    data = load_yaml(path, "the search space")
     return parse_space(data, str(path))
 
 
