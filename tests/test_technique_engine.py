@@ -149,6 +149,20 @@ def test_local_technique_takes_part_in_conflict_detection(repo_copy: Path) -> No
     assert snapshot(repo_copy) == before
 
 
+def test_a_local_technique_building_on_no_technique_names_its_metadata(repo_copy: Path) -> None:
+    """builds_on of a technique that exists nowhere: fix technique.yml (adding it to the spec cannot work)."""
+    _write_technique(
+        repo_copy / "generated/notification_open/local_techniques/mine", _meta("mine", builds_on=["nosuch"]), model__py=OVER_ARCH_PATCH
+    )
+    _use(repo_copy, "notification_open", {"name": "mine"})
+    before = snapshot(repo_copy)
+    result = run_smt(repo_copy, "generate", "notification_open")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "local_techniques/mine/technique.yml: builds_on: 'nosuch' is not a technique; fix the name or remove it" in result.err
+    assert "add" not in result.err
+    assert snapshot(repo_copy) == before
+
+
 def test_builds_on_allows_a_second_replacement_and_orders_it(repo_copy: Path) -> None:
     _write_technique(repo_copy / "techniques/over_a", _meta("over_a"), model__py=OVER_ARCH_PATCH)
     _write_technique(

@@ -172,11 +172,13 @@ def plan_techniques(
                 raise SmtError(f"{where}.name: technique {use.name!r} needs at least {minimum} {what}; this model has {counts[condition]}")
         chosen[use.name] = AppliedTechnique(technique, technique.resolve_params(use.params, where))
     for name, applied in chosen.items():
+        for key in ("requires", "builds_on"):  # a local technique may name one that exists nowhere
+            for required in getattr(applied.technique, key):
+                if required not in chosen and required not in sources.library and required not in (local or {}):
+                    raise SmtError(
+                        f"{applied.technique.directory / 'technique.yml'}: {key}: {required!r} is not a technique; fix the name or remove it"
+                    )
         for required in applied.technique.requires:
-            if required not in chosen and required not in sources.library and required not in (local or {}):
-                raise SmtError(
-                    f"{applied.technique.directory / 'technique.yml'}: requires: {required!r} is not a technique; fix the name or remove it"
-                )
             if required not in chosen:
                 raise SmtError(f"{model}: techniques: {name!r} requires technique {required!r}; add it to the spec")
         for other in applied.technique.conflicts:
