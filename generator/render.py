@@ -235,14 +235,15 @@ def render_model(root: Path, answers: dict[str, Any], model: str, model_dir: Pat
     ``model_dir`` is the model's folder, whose ``local_techniques/`` (if any) are applied too; the
     result excludes the inputs (the answers file and local techniques).
     """
-    check_spec(root, answers, model, model_dir)
-    data = {key: value for key, value in answers.items() if not key.startswith("_")}
-    destination = model_dir.resolve() if model_dir is not None else NO_MODEL_DIR
-    try:
-        tree = template_renderer(root).render(data, destination)
-    except Exception as exc:  # SmtError may come from a private engine copy
-        if getattr(exc, "is_smt_error", False):
-            raise SmtError(str(exc)) from None
-        raise
+    with engine.sources_pinned():  # template, techniques and local techniques: checked once per model
+        check_spec(root, answers, model, model_dir)
+        data = {key: value for key, value in answers.items() if not key.startswith("_")}
+        destination = model_dir.resolve() if model_dir is not None else NO_MODEL_DIR
+        try:
+            tree = template_renderer(root).render(data, destination)
+        except Exception as exc:  # SmtError may come from a private engine copy
+            if getattr(exc, "is_smt_error", False):
+                raise SmtError(str(exc)) from None
+            raise
     tree.pop(ANSWERS_FILE, None)
     return tree

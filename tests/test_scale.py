@@ -283,3 +283,20 @@ def test_a_folder_found_in_sync_stays_so_only_while_no_file_changes(tmp_path: Pa
     assert not RenderCache(tmp_path).in_sync(folder, "j" * 64)  # another key: compared, and differs (no entry)
     (folder / "m" / "model.py").write_text("x = 2\n")
     assert not RenderCache(tmp_path).in_sync(folder, "k" * 64)
+
+
+def test_sources_are_checked_once_per_render_and_an_edit_between_renders_is_seen(small_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = Fleet(small_root).model(MODEL)
+    render_model(small_root, entry.answers, entry.name, entry.directory)
+    stamps: list[int] = []
+    stamp = pipeline._stamp
+    monkeypatch.setattr(pipeline, "_stamp", lambda paths: stamps.append(len(paths)) or stamp(paths))
+    first = render_model(small_root, entry.answers, entry.name, entry.directory)
+    # the template's files call the engine ~20 times; sources and local techniques are stamped per
+    # root path the render names (the caller's and the Jinja extension's), not per file
+    assert 0 < len(stamps) <= 4
+    version = small_root / "template_repo" / "VERSION"
+    version.write_text("9.9.9\n")
+    second = render_model(small_root, entry.answers, entry.name, entry.directory)
+    init = f"{MODEL}/__init__.py"
+    assert '__template_version__ = "9.9.9"' in second[init] and '__template_version__ = "9.9.9"' not in first[init]

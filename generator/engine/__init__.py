@@ -28,6 +28,7 @@ _LAZY = {
     "plan_for": "pipeline",
     "plan_techniques": "pipeline",
     "renderer_for": "pipeline",
+    "sources_pinned": "pipeline",
     "trace_file": "pipeline",
     "use_store": "store",
     "ModelSpec": "spec",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,39 @@ def _load_points(path: Path) -> Points:
 _SOURCES: dict[Path, tuple[tuple[tuple[str, int, int], ...], TemplateSources]] = {}
 
 
+_PINNED: list[dict[tuple[str, Path | None], Any]] = []  # one frame per open sources_pinned()
+
+
+@contextmanager
+def sources_pinned() -> Iterator[None]:
+    """Within the block, source files are checked for changes once, not once per rendered file.
+
+    A model's render calls the engine for each of its files; outside a render (or in the next one)
+    every call checks the files' sizes and mtimes again, so an edit between renders is always seen.
+    """
+    _PINNED.append({})
+    try:
+        yield
+    finally:
+        _PINNED.pop()
+
+
+def _pinned(kind: str, key: Path | None, load: Any) -> Any:
+    """``load()``, or what it returned earlier in the innermost open ``sources_pinned`` block."""
+    if not _PINNED:
+        return load()
+    frame = _PINNED[-1]
+    if (kind, key) not in frame:
+        frame[(kind, key)] = load()
+    return frame[(kind, key)]
+
+
 def load_sources(root: Path) -> TemplateSources:
     """Load (or reuse) the template version, extension points and techniques under ``root``."""
+    return _pinned("sources", root, lambda: _load_sources(root))
+
+
+def _load_sources(root: Path) -> TemplateSources:
     root = root.resolve()
     version_path = root / TEMPLATE_DIR / VERSION_FILE
     points_path = root / TEMPLATE_DIR / EXTENSION_POINTS_FILE
@@ -129,6 +161,10 @@ def load_local_techniques(model_dir: Path | None) -> Mapping[str, Technique]:
     """A model's own techniques, from ``<model folder>/local_techniques/<name>/`` (none if absent)."""
     if model_dir is None:
         return {}
+    return _pinned("local", model_dir, lambda: _load_local_techniques(model_dir))
+
+
+def _load_local_techniques(model_dir: Path) -> Mapping[str, Technique]:
     directory = (model_dir / LOCAL_TECHNIQUES_DIR).resolve()
     stamp = _stamp(_technique_files(directory))
     cached = _LOCAL.get(directory)

@@ -23,12 +23,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINE_DIR = REPO_ROOT / "generator" / "engine"
 
 
+_IS_THIS_ENGINE: dict[str, bool] = {}  # an imported engine's __init__ path -> whether it is ENGINE_DIR's
+
+
 def load_engine() -> ModuleType:
     """This checkout's engine: the imported ``generator.engine`` if it is this very folder, else a
     private copy under a name unique to the folder (so two releases never share modules)."""
     imported = sys.modules.get("generator.engine")
-    if imported is not None and Path(imported.__file__ or "").resolve().parent == ENGINE_DIR.resolve():
-        return imported
+    if imported is not None:
+        where = imported.__file__ or ""
+        if where not in _IS_THIS_ENGINE:  # resolved once: this runs for every rendered file
+            _IS_THIS_ENGINE[where] = Path(where).resolve().parent == ENGINE_DIR.resolve()
+        if _IS_THIS_ENGINE[where]:
+            return imported
     name = "_smt_engine_" + hashlib.sha256(str(ENGINE_DIR).encode()).hexdigest()[:16]
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
@@ -64,14 +71,24 @@ def _model_dir(context: Context) -> Path | None:
     """
     conf = context.get("_copier_conf")
     try:
-        destination = Path(conf["dst_path"]).resolve() if conf is not None else None
+        destination = _resolved(str(conf["dst_path"])) if conf is not None else None
     except (KeyError, TypeError):
         return None
     local = load_engine().pipeline.LOCAL_TECHNIQUES_DIR
-    if destination is not None and not (destination / local).is_dir() and _copier_operation() == "update":
+    if destination is not None and _copier_operation() == "update" and not (destination / local).is_dir():
         if (Path.cwd() / local).is_dir():
             return Path.cwd()
     return destination
+
+
+_RESOLVED: dict[str, Path] = {}
+
+
+def _resolved(path: str) -> Path:
+    """``Path(path).resolve()``, once per destination (it is asked for every rendered file)."""
+    if path not in _RESOLVED:
+        _RESOLVED[path] = Path(path).resolve()
+    return _RESOLVED[path]
 
 
 @pass_context
