@@ -37,6 +37,9 @@ CACHE_DIR = Path(".smt") / "cache"  # under state_dir(root)
 TOOLS = ("copier", "jinja2", "pydantic", "pyyaml", "libcst", "black")
 _SKIP_PARTS = frozenset({"__pycache__", ".pytest_cache"})
 GENERATOR_DIR = Path(__file__).resolve().parent
+# Parsed specs by SHA-256, in the file's key order (the earlier "specs.json" held them with
+# sorted keys, which `smt adopt` then wrote back: a new name, so such entries are never read).
+SPECS_FILE = "answers.json"
 
 
 def _tool_versions() -> str:
@@ -227,18 +230,18 @@ class RenderCache:
         sha = hashlib.sha256(data).hexdigest()
         self._spec_sha[path] = sha
         if self._specs is None:
-            self._specs = self._read_json("specs.json")
+            self._specs = self._read_json(SPECS_FILE)
         known = self._specs.get(sha) if self.enabled else None
         if isinstance(known, str):
             return json.loads(known)
         answers = load_answers(path)
         try:
-            text = json.dumps(answers, sort_keys=True)
+            text = json.dumps(answers)  # in the file's key order: `smt adopt` writes specs back from these
         except (TypeError, ValueError):
             return answers
         if json.loads(text) == answers:  # only specs that JSON carries exactly (no dates, tuples)
             self._specs[sha] = text
-            self._dirty.add("specs.json")
+            self._dirty.add(SPECS_FILE)
         return answers
 
     # -- file hashes of model folders, trusted while the files' stat is unchanged ----------------
@@ -317,7 +320,7 @@ class RenderCache:
         if not self.enabled:
             return
         for name in sorted(self._dirty):
-            data = self._specs if name == "specs.json" else self._folders
+            data = self._specs if name == SPECS_FILE else self._folders
             try:
                 self._prepare()
                 _write_atomically(self.directory / name, json.dumps(data).encode())
