@@ -300,3 +300,15 @@ def test_sources_are_checked_once_per_render_and_an_edit_between_renders_is_seen
     second = render_model(small_root, entry.answers, entry.name, entry.directory)
     init = f"{MODEL}/__init__.py"
     assert '__template_version__ = "9.9.9"' in second[init] and '__template_version__ = "9.9.9"' not in first[init]
+
+
+def test_a_spec_read_from_the_cache_keeps_the_files_key_order(small_root: Path) -> None:
+    """`smt adopt` writes a spec back from its parsed answers: a cached parse must keep the order."""
+    spec = small_root / "generated" / MODEL / ".copier-answers.yml"
+    first = RenderCache(small_root).load_answers(spec)
+    cache = RenderCache(small_root)
+    cache.load_answers(spec)
+    cache.flush()
+    again = RenderCache(small_root).load_answers(spec)  # from specs.json
+    assert list(again) == list(first) == list(yaml.safe_load(spec.read_text()))
+    assert list(first)[:2] == ["model_name", "description"]
