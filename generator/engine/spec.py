@@ -96,6 +96,7 @@ class Hyperparameters(_Strict):
     monitor: Literal["logloss", "auc"] | None = None
     lr_plateau_factor: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
+    calibrate: bool | None = None  # shift each output bias to the validation label rate after training
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
     @field_validator("label_rates", mode="before")

@@ -255,8 +255,13 @@ def test_a_run_learns_and_reports_every_split(tmp_path):
 
 def test_early_stopping_keeps_the_best_weights():
     # A large learning rate makes the validation loss worse after the first check.
+    # (calibrate=False: the model then holds exactly the best validation's weights).
     config = replace(
-        CONFIG, eval_every=5, early_stopping_patience=2, embedding_learning_rate=5.0
+        CONFIG,
+        eval_every=5,
+        early_stopping_patience=2,
+        embedding_learning_rate=5.0,
+        calibrate=False,
     )
     data = RunData.synthetic(config)
     model = build_model(config)
@@ -270,6 +275,21 @@ def test_early_stopping_keeps_the_best_weights():
     assert sum(
         o.weight * valid[o.name]["logloss"] for o in config.objectives
     ) == pytest.approx(best["valid_loss"])
+
+
+def test_calibration_matches_the_validation_rate_and_only_lowers_its_logloss():
+    config = replace(CONFIG, eval_every=20)
+    data = RunData.synthetic(config)
+    uncalibrated = train(replace(config, calibrate=False), steps=60, data=data)
+    result = train(config, steps=60, data=data)
+    for name, values in result.metrics["valid"].items():
+        before = uncalibrated.metrics["valid"][name]
+        assert values["logloss"] <= before["logloss"] + 1e-9, (name, values, before)
+        positives = values["base_rate"] * config.eval_examples
+        if min(positives, config.eval_examples - positives) >= 10:
+            assert values["calibration"] == pytest.approx(1.0, abs=1e-4), (name, values)
+        else:  # too few to measure a rate: the bias is left alone
+            assert values["logloss"] == pytest.approx(before["logloss"]), (name, values)
 
 
 class Interrupted(Exception):

@@ -163,6 +163,9 @@ class ModelConfig:
     monitor: str = "logloss"
     lr_plateau_factor: float = 0.1
     early_stopping_patience: int = 2
+    # After training, shift each objective's output bias so that its mean predicted
+    # probability on the validation split equals the observed rate (train.calibrate_output_bias).
+    calibrate: bool = True
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (data.generate_synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (0.25,)
@@ -271,6 +274,7 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
         lambda v: _is_int(v) and v >= 1,
         "an integer of at least 1",
     ),
+    "calibrate": (lambda v: isinstance(v, bool), "true or false"),
     "label_rates": (
         lambda v: isinstance(v, list) and all(_is_number(r) and 0 < r < 1 for r in v),
         "a list of rates in (0, 1), one per objective",

@@ -5,8 +5,10 @@ A run (train) starts every output bias at the log-odds of the train split's labe
 rate, trains for at most config.epochs epochs, validates once per epoch (or every
 config.eval_every steps), reduces the learning rates when the monitored validation
 score (config.monitor: weighted logloss or AUC) does not improve and stops after
-config.early_stopping_patience such validations in a row, restores the best weights
-and reports metrics.py's metrics on the validation and test splits. With a run
+config.early_stopping_patience such validations in a row, restores the best weights,
+shifts each output bias so that the mean prediction on the validation split matches its
+label rate (config.calibrate) and reports metrics.py's metrics on the validation and
+test splits. With a run
 directory it writes checkpoint.pt at every validation (resume continues from it) and
 metrics.json (plain JSON) at the end. Deterministic on CPU: weights, data order and
 dropout all derive from config.seed.
@@ -917,17 +919,54 @@ def init_output_bias(
             logits, _ = predict(
                 model, islice(data.batches(config, config.batch_size), batches), runtime
             )
-        logits = torch.from_numpy(logits).double()
-        low, high = torch.full_like(value, -30.0), torch.full_like(value, 30.0)
-        for _ in range(60):  # bisection: the mean probability grows with the bias
-            middle = (low + high) / 2
-            above = torch.sigmoid(logits + middle).mean(dim=0) > rates
-            low, high = torch.where(above, low, middle), torch.where(
-                above, middle, high
-            )
-        value = (low + high) / 2
+        value = bias_matching_rates(torch.from_numpy(logits).double(), rates)
     with torch.no_grad():
         bias.copy_(value.to(bias.dtype))
+
+
+def bias_matching_rates(logits: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """The shift s per objective at which mean(sigmoid(logits + s)) equals rates.
+
+    Args:
+        logits: tensor of shape rows X T.
+        rates: tensor of shape T, each in (0, 1).
+
+    Returns:
+        tensor of shape T, found by bisection (the mean probability grows with s).
+    """
+    low, high = torch.full_like(rates, -30.0), torch.full_like(rates, 30.0)
+    for _ in range(60):
+        middle = (low + high) / 2
+        above = torch.sigmoid(logits + middle).mean(dim=0) > rates
+        low, high = torch.where(above, low, middle), torch.where(above, middle, high)
+    return (low + high) / 2
+
+
+def calibrate_output_bias(
+    model: nn.Module,
+    data: Examples,
+    config: ModelConfig,
+    runtime: Runtime = Runtime(),
+    min_count: int = 10,
+) -> None:
+    """Shift every objective's output bias so that the mean predicted probability on data
+    (the validation split) equals its observed label rate (config.calibrate).
+
+    For one objective that shift is the bias minimising its logloss on data: the
+    logloss's derivative in the bias is mean(p) - rate. Objectives with fewer than
+    min_count positives or negatives in data keep their bias (too few to measure a rate).
+    """
+    bias = getattr(model, "output_bias", None)
+    if bias is None or not config.calibrate:
+        return
+    batches = data.batches(config, config.batch_size, shard=runtime.shard)
+    logits, labels = predict(model, batches, runtime)
+    positives = torch.from_numpy(labels).sum(dim=0)
+    measurable = (positives >= min_count) & (len(labels) - positives >= min_count)
+    rates = (positives / max(len(labels), 1)).clamp(1e-6, 1 - 1e-6)
+    shift = bias_matching_rates(torch.from_numpy(logits).double(), rates)
+    with torch.no_grad():
+        bias.add_(torch.where(measurable, shift, 0.0).to(bias.dtype))
 
 
 def train(
@@ -995,6 +1034,7 @@ def train(
         runtime=runtime,
         report=report,
     )
+    calibrate_output_bias(model, data.valid, config, runtime)
     splits = {"valid": data.valid, "test": data.test}
     result = RunResult(
         fit=fitted,
