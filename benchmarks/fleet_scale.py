@@ -5,7 +5,9 @@ For each size it builds a synthetic fleet of valid specs in a temporary copy of 
 so they compose) and times, each as a fresh `smt` process:
 
   cold        smt generate with an empty cache (every model rendered and written)
-  noop        smt check, nothing changed
+  noop        smt check, nothing changed: the first check after the cold generate (it hashes every
+              file, written less than two seconds before its first recording: see cache.py)
+  noop again  smt check once more: a pre-commit hook's steady state
   hand edit   smt check after a hand edit of one generated file (exit 1)
   spec        smt check after a spec change of one model (exit 1)
   technique   smt check after a change to the technique used by the share of models nearest 20 %
@@ -45,6 +47,7 @@ COPIED = ("template_repo", "techniques", ".pre-commit-hooks.yaml", "pyproject.to
 TARGETS = {  # seconds on the 2-core machine of issue 12, for the largest size
     "cold": 60.0,
     "noop": 2.0,
+    "noop again": 2.0,
     "spec": 3.0,
     "hook": 3.0,
 }
@@ -225,6 +228,7 @@ def bench_size(size: int, jobs: list[str], keep: bool) -> dict:
     if rows["cold"].code:
         raise SystemExit(f"smt generate failed in {root}: {rows['cold'].tail}")
     rows["noop"] = run([SMT, "check", *jobs], root)
+    rows["noop again"] = run([SMT, "check", *jobs], root)
     first = specs[0]["model_name"]
     edited = root / "generated" / first / first / "model.py"
     original = _append(edited, "# a hand edit\n")
@@ -272,7 +276,7 @@ def main() -> None:
     for size in sizes:
         print(f"fleet of {size} ...", file=sys.stderr, flush=True)
         results.append(bench_size(size, jobs, args.keep))
-    scenarios = ["cold", "noop", "hand edit", "spec", "technique", "template", "hook"]
+    scenarios = ["cold", "noop", "noop again", "hand edit", "spec", "technique", "template", "hook"]
     print(f"\nsmt fleet scale ({'--jobs ' + str(args.jobs) if args.jobs else 'default jobs'}); seconds (exit code), each a fresh process")
     print(f"{'scenario':<12}" + "".join(f"{str(r['size']) + ' models':>18}" for r in results))
     for scenario in scenarios:
@@ -295,7 +299,7 @@ def main() -> None:
         print(f"\ntargets at {largest['size']} models:")
         for scenario, limit in TARGETS.items():
             seconds = largest["rows"][scenario].seconds
-            print(f"  {scenario:<10} {seconds:7.2f} s (target <= {limit:g} s): {'PASS' if seconds <= limit else 'FAIL'}")
+            print(f"  {scenario:<11} {seconds:7.2f} s (target <= {limit:g} s): {'PASS' if seconds <= limit else 'FAIL'}")
         peak = max(t.rss_mb for t in largest["rows"].values())
         print(f"  peak RSS   {peak:7.0f} MB (target <= 2048 MB): {'PASS' if peak <= 2048 else 'FAIL'}")
     print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs; Python {platform.python_version()}")

@@ -312,3 +312,4 @@ def test_a_spec_read_from_the_cache_keeps_the_files_key_order(small_root: Path) 
     again = RenderCache(small_root).load_answers(spec)  # from specs.json
     assert list(again) == list(first) == list(yaml.safe_load(spec.read_text()))
     assert list(first)[:2] == ["model_name", "description"]
+

@@ -16,7 +16,7 @@ from ..fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, find_root, load_answers
 from ..lock import fleet_lock
 from ..render import RenderedTree, render_model
 from ..sync import count_lines
-from ..versions import changed_techniques, template_drift
+from ..versions import changed_techniques, replaced_definitions, template_drift
 from ._app import Jobs, Models, NoCache, app, handle_errors
 from ._workspace import changes, open_fleet, recover, report_formatter, technique_users, write
 
@@ -35,6 +35,9 @@ def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False
                 written.append(entry.name)
                 added, removed = count_lines(model_changes)
                 typer.echo(f"{entry.name}: {len(model_changes)} file(s) changed (+{added} -{removed})")
+        # What `smt check` compares techniques' locks with; cached in .smt/ by the template's hash, so
+        # computed here, while the renderer is warm, the next check (the pre-commit hook) reuses it.
+        replaced_definitions(fleet.root, engine.load_sources(fleet.root).library)
     typer.echo(f"generate: {len(written)} model(s) updated, {len(results) - len(written)} already in sync")
     return written
 
