@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO
+from support import REPO, run_smt
 from generator import cache as cache_module
 from generator import engine
 from generator.cache import RenderCache
@@ -313,3 +313,14 @@ def test_a_spec_read_from_the_cache_keeps_the_files_key_order(small_root: Path) 
     assert list(again) == list(first) == list(yaml.safe_load(spec.read_text()))
     assert list(first)[:2] == ["model_name", "description"]
 
+
+def test_generate_leaves_the_lock_comparison_ready_for_the_next_check(repo_copy: Path) -> None:
+    """`smt check` compares technique locks with the template's definitions (a render of the
+    reference model); `smt generate` computes them, so the pre-commit check after it need not."""
+    stored = repo_copy / ".smt" / "template_definitions.json"
+    stored.unlink(missing_ok=True)
+    assert run_smt(repo_copy, "generate").code == 0
+    assert stored.is_file()
+    before = stored.stat().st_mtime_ns
+    assert run_smt(repo_copy, "check").code == 0
+    assert stored.stat().st_mtime_ns == before  # reused, not computed again
