@@ -18,8 +18,8 @@ from generator.fleet import Fleet
 from generator.qualification import Criterion
 from generator.tuning import objective
 from generator.tuning import study as study_module
-from generator.tuning.apply import template_defaults, with_template_defaults
-from generator.tuning.space import Setting, parse_space, with_defaults
+from generator.tuning.apply import CONFIG_TEMPLATE, template_defaults, with_template_defaults
+from generator.tuning.space import HYPERPARAMETERS, Setting, parse_space, with_defaults
 from generator.tuning.study import open_study
 from support import REPO, run_smt
 
@@ -262,3 +262,14 @@ def test_technique_params_in_the_space_reach_every_model_the_technique_applies_t
         assert "rate: float = 0.15" in config, name
     before = {use["name"] for use in entries[1].answers["techniques"]}
     assert {use["name"] for use in rendered["video_vtr"][0]["techniques"]} == before | {"field_dropout"}
+
+
+@pytest.mark.parametrize("name", sorted(HYPERPARAMETERS))
+def test_every_tunable_default_has_one_place_that_apply_can_rewrite(name):
+    """The fleet experiment's `smt tune --apply` once failed on embedding_learning_rate, whose
+    default was an expression rather than hp.get(NAME, DEFAULT)."""
+    text = (REPO / CONFIG_TEMPLATE).read_text()
+    value = HYPERPARAMETERS[name](7)
+    rewritten = with_template_defaults(text, {name: value})
+    assert f'hp.get("{name}", {value!r})' in rewritten
+    assert name in template_defaults(REPO)
