@@ -320,8 +320,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peer_test_batches = [peer_inputs(batch) for batch in test_batches]
     test_labels = torch.cat([batch.labels[:, 0] for batch in test_batches]).double().numpy()
 
-    # Same architecture, so the same parameter shapes (ours' loss has no parameters here).
-    ours_shapes = sorted(tuple(p.shape) for p in pkg.train.build_model(config).parameters())
+    # Same architecture, so the same parameter shapes (ours' loss has no parameters here), apart
+    # from ours' output_bias: one scalar per objective added to the tower's logit, which
+    # train.init_output_bias starts at the label rate's log-odds (the peer's starts at 0).
+    ours_shapes = sorted(
+        tuple(p.shape) for name, p in pkg.train.build_model(config).named_parameters() if name != "output_bias"
+    )
     peer_shapes = sorted(tuple(p.shape) for p in build_peer(config, workdir).parameters())
     assert ours_shapes == peer_shapes, f"architectures differ: ours {ours_shapes}, peer {peer_shapes}"
     parameters = sum(int(np.prod(shape)) for shape in ours_shapes)
@@ -398,7 +402,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "repeats": args.repeats,
             "learning_rate": config.learning_rate,
-            "ours_embedding_learning_rate": getattr(config, "embedding_learning_rate", None),
+            "ours_embedding_learning_rate": config.embedding_learning_rate
+            or pkg.train.EMBEDDING_LEARNING_RATES[config.embedding_optimizer],
             "threads": torch.get_num_threads(),
             "embedding_dim": config.embedding_dim,
             "sparse_features": [f.name for f in config.sparse_features],
@@ -426,7 +431,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         "SMT DCNv2 (ours) vs FuxiCTR DCNv2 (peer), median of {repeats} rounds".format(**settings),
         "  data: {train_examples:,} train / {test_examples:,} test synthetic examples, {n} single-valued"
-        " sparse features, objective click; {parameters:,} parameters on each side".format(
+        " sparse features, objective click; {parameters:,} parameters on each side (ours: + 1 output bias)".format(
             n=len(settings["sparse_features"]), **settings
         ),
         "  model: D={embedding_dim}, {num_cross_layers} full-rank cross layers, MLP {hidden_units}, 1 logit;"
