@@ -200,7 +200,7 @@ class ModelConfig:
         dense_cross=0.6,
         objective_correlation=0.5,
         label_noise=0.0,
-        dense_tail=1.0,
+        dense_tail=2.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
     )
