@@ -505,7 +505,31 @@ def answer_problem(root: Path, answers: Mapping[str, object], field: str, model_
         return problem
     model = str(answers.get("model_name", "<unnamed model>"))
     try:
-        plan_for(root, answers, model_dir)
+        plan_for(root, _parsed_later_answers(answers), model_dir)
     except SmtError as error:
         return str(error).removeprefix(f"{model}: ")
     return ""
+
+
+_TEXT_FIELDS = ("model_name", "description")
+
+
+def _parsed_later_answers(answers: Mapping[str, object]) -> dict[str, object]:
+    """The answers with those of questions after ``techniques`` parsed as Copier will parse them.
+
+    Copier validates questions in order; an answer given with ``--data`` for a later question
+    (``hyperparameters``, ``data``, ``synthetic``: YAML questions) is still its raw text when
+    ``techniques`` is validated. One that does not parse is left out here: its own validator
+    reports it.
+    """
+    import yaml  # noqa: PLC0415 - PyYAML, Copier's own dependency
+
+    parsed: dict[str, object] = {}
+    for key, value in answers.items():
+        if isinstance(value, str) and key not in _TEXT_FIELDS:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+        parsed[key] = value
+    return parsed
