@@ -7,7 +7,11 @@ the model trains, and qualification measures exactly what a team would measure b
 The cache key hashes the rendered code (every file's path and text), the data (the literal
 ``synthetic``, whose examples derive from config.py and the seed, or the bytes of the model's
 data files), the seed and the steps. A finished trial's metrics.json lands in
-``.smt/trials/<key>/`` (git-ignored) atomically, so a rerun or an interrupted run skips it.
+``.smt/trials/<key>/threads-<T>/`` (git-ignored) atomically, so a rerun or an interrupted run
+skips it. T is the torch thread count it ran with: sums split over more threads round
+differently, so the same trial on 1 and 2 threads differs in the last digits (app_install's test
+logloss by 0.06 %), and a baseline cached at one count must not be compared with a candidate
+trained at another.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def data_files(model_dir: Path) -> tuple[Path, ...]:
 
 
 def trial_key(tree: RenderedTree, data: tuple[Path, ...], seed: int, steps: int) -> str:
-    """sha256 of (rendered code, data, seed, steps): equal keys give equal metrics on one machine."""
+    """sha256 of (rendered code, data, seed, steps): equal keys at equal thread counts give equal metrics on one machine."""
     digest = hashlib.sha256()
     for path in sorted(tree):
         digest.update(path.encode() + b"\0" + tree[path].encode() + b"\0")
@@ -77,9 +81,14 @@ def threads_per_trial(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(jobs, 1))
 
 
-def cached(root: Path, key: str) -> dict[str, Any] | None:
-    """A finished trial's metrics, or None."""
-    path = root / CACHE_DIR / key / METRICS_FILE
+def _entry(root: Path, key: str, threads: int) -> Path:
+    """The cache folder of trial ``key`` run with ``threads`` torch threads."""
+    return root / CACHE_DIR / key / f"threads-{threads}"
+
+
+def cached(root: Path, key: str, threads: int) -> dict[str, Any] | None:
+    """A finished trial's metrics when it ran with ``threads`` torch threads, or None."""
+    path = _entry(root, key, threads) / METRICS_FILE
     if not path.is_file():
         return None
     try:
@@ -90,7 +99,7 @@ def cached(root: Path, key: str) -> dict[str, Any] | None:
 
 def run_trial(root: Path, trial: Trial, threads: int) -> dict[str, Any]:
     """Run (or read from the cache) one trial and return its metrics.json."""
-    hit = cached(root, trial.key)
+    hit = cached(root, trial.key, threads)
     if hit is not None:
         return hit
     env = {
@@ -108,7 +117,7 @@ def run_trial(root: Path, trial: Trial, threads: int) -> dict[str, Any]:
         if proc.returncode != 0 or not metrics_path.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise TrialFailed(f"{trial.model} ({trial.variant}, seed {trial.seed}): training failed: {tail[0]}")
-        target = root / CACHE_DIR / trial.key
+        target = _entry(root, trial.key, threads)
         target.mkdir(parents=True, exist_ok=True)
         partial = target / (METRICS_FILE + ".part")
         shutil.copyfile(metrics_path, partial)
@@ -150,14 +159,14 @@ def run_trials(root: Path, trials: list[Trial], jobs: int = 1, progress: bool = 
     results: dict[str, dict[str, Any] | TrialFailed] = {}
     unique = list({trial.key: trial for trial in trials}.values())
     pending = []
+    threads = threads_per_trial(jobs)
     for trial in unique:
-        hit = cached(root, trial.key)
+        hit = cached(root, trial.key, threads)
         if hit is not None:
             results[trial.key] = hit
         else:
             pending.append(trial)
     bar = Progress(len(unique), len(unique) - len(pending)) if progress else None
-    threads = threads_per_trial(jobs)
     note: Callable[[Trial], str] = lambda t: f"{t.model} {t.variant} seed {t.seed}"  # noqa: E731
     # Each trial is its own training process; the pool only keeps `jobs` of them running.
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:

@@ -108,7 +108,7 @@ def test_representatives_cli_refuses_a_bad_k():
 
 
 def test_trial_cache_hits_only_on_identical_inputs(tmp_path):
-    """A finished trial is read back without training; changing code, seed or steps is a miss."""
+    """A finished trial is read back without training; changing code, seed, steps or threads is a miss."""
     fleet = Fleet(REPO)
     entry = fleet.model("notification_open")
     tree = render_model(REPO, entry.answers, entry.name, entry.directory)
@@ -124,7 +124,11 @@ def test_trial_cache_hits_only_on_identical_inputs(tmp_path):
     changed["notification_open/model.py"] += "\n# one more line\n"
     misses = [trials.trial_key(changed, (), 0, 3), trials.trial_key(tree, (), 1, 3), trials.trial_key(tree, (), 0, 4)]
     assert len({key, *misses}) == 4
-    assert all(trials.cached(tmp_path, miss) is None for miss in misses)
+    threads = trials.threads_per_trial(1)
+    assert all(trials.cached(tmp_path, miss, threads) is None for miss in misses)
+    # Another torch thread count rounds sums differently: a miss too, never a stale baseline.
+    assert trials.cached(tmp_path, key, threads) == first
+    assert trials.cached(tmp_path, key, threads + 1) is None
 
 
 @pytest.fixture

@@ -104,7 +104,8 @@ def qualify(
                 for seed in seed_list:
                     trial = trials.Trial(variant.entry.name, side, folder, seed, steps, trials.trial_key(tree, data, seed, steps), data)
                     plan.append((variant, side, trial))
-        cached = sum(trials.cached(fleet.root, t.key) is not None for _, _, t in plan)
+        threads = trials.threads_per_trial(jobs)
+        cached = sum(trials.cached(fleet.root, t.key, threads) is not None for _, _, t in plan)
         outcomes = trials.run_trials(fleet.root, [t for _, _, t in plan], jobs, progress)
         results = [_model_result(variant, plan, outcomes, capacity, criterion) for variant in variants]
     verdict = evaluate(criterion, results)
