@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from generator import trials
 from generator.engine import SmtError
 from generator.fleet import Fleet
 from generator.qualification import Criterion
@@ -214,6 +215,25 @@ def _run_in_order(per_model: dict[str, float], measured: list[str]):
         return objective.value(study_module.measure_in_order(trial, sorted(per_model), measure, CRITERION, progress=False))
 
     return run
+
+
+def test_a_trial_is_scored_on_the_validation_split_never_on_test(repo_copy, tmp_path):
+    """Cached runs whose validation and test splits disagree (-10 % and +10 %): the tuner's score
+    follows validation, so a study never picks its winner on the split that later measures it."""
+    fleet = Fleet(repo_copy)
+    evaluator = study_module.Evaluator(fleet, [fleet.model("notification_open")], CRITERION, steps=3, seeds=1, scratch=tmp_path / "scratch", progress=False)
+    evaluator.prepare()
+    baseline = evaluator.baselines["notification_open"]
+    candidate = dict(baseline.tree)
+    candidate[next(iter(candidate))] += "\n# the candidate\n"
+    for tree, valid, test in ((baseline.tree, 0.50, 0.50), (candidate, 0.45, 0.55)):
+        key = trials.trial_key(tree, (), 0, 3)
+        folder = repo_copy / ".smt" / "trials" / key / f"threads-{evaluator.threads}"
+        folder.mkdir(parents=True)
+        split = lambda logloss: {"open": {"logloss": logloss, "ne": 0.9, "auc": 0.7, "calibration": 1.0}}  # noqa: E731
+        (folder / "metrics.json").write_text(json.dumps({"seed": 0, "metrics": {"valid": split(valid), "test": split(test)}}))
+    score = evaluator.measure_model("notification_open", candidate, tmp_path / "unused", baseline.mflops)
+    assert score.error == "" and score.change == pytest.approx(-0.10)
 
 
 def test_a_hopeless_trial_is_pruned_after_its_first_model(tmp_path):

@@ -32,6 +32,10 @@ from . import objective
 from .space import Setting, TuneSpace, suggest, with_defaults
 
 STUDIES_DIR = Path(".smt") / "studies"
+# A tuner scores its trials on the validation split and never sees the test split: a study picks
+# the best of many points, so the split it picks on is spent, and the test split stays the honest
+# measure of the winner (`smt qualify`, which decides one change, judges on qualification.yml's).
+TUNING_SPLIT = "valid"
 
 
 def storage_url(root: Path, study: str, storage: str | None) -> str:
@@ -143,7 +147,7 @@ class Evaluator:
         if failed:
             return objective.ModelScore(name, math.nan, 0.0, base.mflops, mflops, max_mflops, str(failed[0]))
         weights = {o["name"]: float(o.get("weight", 1.0)) for o in base.entry.answers.get("objectives") or [] if isinstance(o, dict)}
-        result = paired_result(name, weights, runs["baseline"], runs["candidate"], self.criterion.split)
+        result = paired_result(name, weights, runs["baseline"], runs["candidate"], TUNING_SPLIT)
         return objective.ModelScore(name, result.rel_logloss.mean, result.rel_logloss.se, base.mflops, mflops, max_mflops, result.error)
 
 
