@@ -44,9 +44,9 @@ and auc, on logits of the same test split (the peer's logit is the output of its
 Linear layer, read with a forward hook, so no sigmoid/logit round trip). The Bayes-optimal
 test logloss (the true probabilities scored on the same labels) is printed as the floor.
 
-Targets (issue 5, item 5): training throughput ours/peer >= 1.0, and test logloss no more
-than 0.5 % (relative) above the peer's. --profile adds torch.profiler's top operators of one
-training run of each side.
+Targets: training throughput ours/peer >= 1.0, and test logloss no more than 0.5 % (relative)
+above the peer's (issue 5, item 5); inference throughput ours/peer >= 1.0 (issue 9, item 7).
+--profile adds torch.profiler's top operators of one training run of each side.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ OVER_ARCH_LAYERS = [128, 64]
 TOWER_LAYERS = [32]
 LEARNING_RATE = 0.003  # the template's default
 TRAINING_TARGET = 1.0  # ours/peer training examples/s at least this
+INFERENCE_TARGET = 1.0  # ours/peer inference examples/s at least this (issue 9, item 7)
 LOGLOSS_TARGET = 0.005  # ours' test logloss at most this much (relative) above the peer's
 
 # Single-valued sparse features only; the two smallest interact in the synthetic world.
@@ -419,6 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bayes_logloss": optimal["bayes_logloss"],
         "constant_logloss": optimal["constant_logloss"],
         "train_target_met": train_ratio >= TRAINING_TARGET,
+        "infer_target_met": infer_ratio >= INFERENCE_TARGET,
         "logloss_target_met": logloss_gap <= LOGLOSS_TARGET,
         "rounds": rounds,
         "profiles": profiles,
@@ -451,6 +453,8 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"training throughput ours/peer {report['train_ratio']:.3f} (target >= {TRAINING_TARGET:.1f}):"
         f" {verdict[report['train_target_met']]}",
+        f"inference throughput ours/peer {report['infer_ratio']:.3f} (target >= {INFERENCE_TARGET:.1f}):"
+        f" {verdict[report['infer_target_met']]}",
         f"test logloss ours vs peer {report['logloss_relative_gap']:+.2%} (target <= +{LOGLOSS_TARGET:.1%}):"
         f" {verdict[report['logloss_target_met']]}",
         "",
@@ -458,6 +462,11 @@ def format_report(report: dict[str, Any]) -> str:
         "training ratio ours/peer per round: "
         + " ".join(
             f"{r['ours']['train_examples_per_s'] / r['peer']['train_examples_per_s']:.3f}"
+            for r in report["rounds"]
+        ),
+        "inference ratio ours/peer per round: "
+        + " ".join(
+            f"{r['ours']['infer_examples_per_s'] / r['peer']['infer_examples_per_s']:.3f}"
             for r in report["rounds"]
         ),
         "machine: {platform}, {cpu}, {cpu_count} CPUs; Python {python}, torch {torch} ({torch_threads}"

@@ -9,7 +9,7 @@ parquet_io.py, hashing.py and synthetic.py by concern); training, metrics, distr
 and serving in train.py, metrics.py, distributed.py and serve.py. Run `python -m <package> --help` for the command line.
 """
 
-__template_version__ = "0.4.0"
+__template_version__ = "0.5.0"
 
 from . import (
     batch,

@@ -30,6 +30,7 @@ from shopping_cvr.data import (
     table_to_batches,
     write_parquet,
 )
+from shopping_cvr.model import MLP
 from shopping_cvr.serve import (
     capacity_report,
     export_model,
@@ -82,6 +83,17 @@ def test_forward_gives_one_logit_per_objective(batch):
     logits = model(batch.dense, batch.sparse_values, batch.sparse_offsets)
     assert logits.shape == (64, CONFIG.num_objectives)
     assert torch.isfinite(logits).all()
+
+
+def test_mlp_drops_out_only_in_training_and_at_a_positive_rate():
+    torch.manual_seed(SEED)
+    x = torch.randn(64, 8)
+    dropping = MLP(8, [16, 16], 0.5)
+    assert torch.equal(dropping.eval()(x), dropping(x))
+    dropping.train()
+    assert not torch.equal(dropping(x), dropping(x))
+    plain = MLP(8, [16, 16], 0.0)
+    assert torch.equal(plain.train()(x), plain.eval()(x))
 
 
 def test_backward_reaches_every_parameter(batch):

@@ -272,7 +272,9 @@ class TaskTowers(nn.Module):
             )
 
     def forward(self, shared: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tower(shared) for tower in self.towers.values()], dim=1)
+        logits = [tower(shared) for tower in self.towers.values()]
+        # One objective: its B X 1 logit is the output, which cat would only copy.
+        return logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
 
 
 class RankingModel(nn.Module):

@@ -58,7 +58,14 @@ class MLP(nn.Module):
         self.output_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        for layer in self.layers:
+            # A Dropout that drops nothing (in eval, or at rate 0) is skipped rather
+            # than called: at serving batch sizes a module call costs about as much
+            # as a small op.
+            if isinstance(layer, nn.Dropout) and (layer.p == 0.0 or not self.training):
+                continue
+            x = layer(x)
+        return x
 
 
 class EmbeddingPostprocessor(nn.Module):
@@ -241,7 +248,9 @@ class TaskTowers(nn.Module):
             )
 
     def forward(self, shared: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tower(shared) for tower in self.towers.values()], dim=1)
+        logits = [tower(shared) for tower in self.towers.values()]
+        # One objective: its B X 1 logit is the output, which cat would only copy.
+        return logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
 
 
 class RankingModel(nn.Module):
