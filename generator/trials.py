@@ -63,7 +63,7 @@ def data_files(model_dir: Path) -> tuple[Path, ...]:
 
 
 def trial_key(tree: RenderedTree, data: tuple[Path, ...], seed: int, steps: int) -> str:
-    """sha256 of (rendered code, data, seed, steps): equal keys at equal thread counts give equal metrics on one machine."""
+    """sha256 of (rendered code, data, seed, steps); equal keys and thread counts give equal metrics on one machine."""
     digest = hashlib.sha256()
     for path in sorted(tree):
         digest.update(path.encode() + b"\0" + tree[path].encode() + b"\0")
