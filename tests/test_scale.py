@@ -253,7 +253,7 @@ def test_blame_takes_a_range_and_remembers_each_file_by_its_inputs_and_text() ->
     from support import run_smt
 
     model_py = (REPO / "generated/feed_ctr/feed_ctr/model.py").read_text().splitlines()
-    cross = next(i for i, line in enumerate(model_py, 1) if "return x0 * self.projection(x) + x" in line)
+    cross = next(i for i, line in enumerate(model_py, 1) if "return torch.addcmul(x, x0, self.projection(x))" in line)
     result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:2-{cross}")
     assert result.code == 0, result.err
     heads = [line for line in result.out.splitlines() if not line.startswith("    ")]

@@ -58,7 +58,7 @@ def test_recorded_versions_match_every_technique() -> None:
 
 def test_a_change_without_a_version_bump_fails_and_check_names_affected_models(repo_copy: Path) -> None:
     patch = repo_copy / "techniques/dcn_v2/model.py"
-    patch.write_text(patch.read_text().replace("return x0 * self.projection(x) + x", "return x0 * self.projection(x) + x + 0.0"))
+    patch.write_text(patch.read_text().replace("return torch.addcmul(x, x0, self.projection(x))", "return torch.addcmul(x, x0, self.projection(x) + 0.0)"))
 
     lock = run_smt(repo_copy, "techniques", "lock", "--check")
     assert lock.code == 1
@@ -103,7 +103,7 @@ def test_a_template_change_under_a_replacing_technique_fails_lock_check_and_chec
 
 def test_blame_names_technique_template_and_config_params() -> None:
     model_py = (REPO / "generated/feed_ctr/feed_ctr/model.py").read_text().splitlines()
-    cross = next(i for i, line in enumerate(model_py, 1) if "return x0 * self.projection(x) + x" in line)
+    cross = next(i for i, line in enumerate(model_py, 1) if "return torch.addcmul(x, x0, self.projection(x))" in line)
     over = next(i for i, line in enumerate(model_py, 1) if line.startswith("class OverArch"))
     result = run_smt(REPO, "blame", f"generated/feed_ctr/feed_ctr/model.py:{cross}")
     assert result.code == 0, result.err
