@@ -83,7 +83,7 @@ class Hyperparameters(_Strict):
     dense_optimizer: Literal["adamw", "adam"] | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
-    embedding_optimizer: Literal["adagrad", "adam", "rowwise_adagrad"] | None = None
+    embedding_optimizer: Literal["adagrad", "rowwise_adagrad", "sgd", "dense"] | None = None
     embedding_learning_rate: float | None = Field(default=None, gt=0)
     embedding_regularizer: float | None = Field(default=None, ge=0)
     net_regularizer: float | None = Field(default=None, ge=0)

@@ -111,6 +111,11 @@ def smt_template_version() -> str:
     return engine.header.template_version_line(engine.load_sources(REPO_ROOT).version)
 
 
+def smt_version() -> str:
+    """The template version, which is also the version of the runtime a model pins."""
+    return load_engine().load_sources(REPO_ROOT).version
+
+
 @pass_context
 def smt_spec_error(context: Context, field: str) -> str:
     """Copier validator: the first problem with ``field`` given the answers so far, or ''."""
@@ -119,8 +124,8 @@ def smt_spec_error(context: Context, field: str) -> str:
 
 
 class SmtExtension(Extension):
-    """Registers ``smt_file`` (filter), ``smt_plan``, ``smt_spec_error`` and ``smt_template_version``
-    (globals) for the template."""
+    """Registers ``smt_file`` (filter), ``smt_plan``, ``smt_spec_error``, ``smt_template_version``
+    and ``smt_version`` (globals) for the template."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -128,3 +133,4 @@ class SmtExtension(Extension):
         environment.globals["smt_spec_error"] = smt_spec_error
         environment.globals["smt_plan"] = smt_plan
         environment.globals["smt_template_version"] = smt_template_version
+        environment.globals["smt_version"] = smt_version
