@@ -262,3 +262,18 @@ def test_in_a_real_browser(dashboard: tuple[Path, dict, str], tmp_path: Path) ->
         assert session.errors == [] and session.remote_requests == []
     assert screenshot.stat().st_size > 10_000
     print(f"dashboard screenshot: {screenshot}")
+
+
+def test_a_record_without_its_report_is_still_listed(tmp_path: Path) -> None:
+    """A verdict whose report folder is gone is shown from the record alone, unmeasured."""
+    from generator.dashboard.evidence import qualifications
+
+    records = tmp_path / "qualification" / "records"
+    records.mkdir(parents=True)
+    record = json.loads((REPO / "qualification" / "records" / "dcn_v2.json").read_text())
+    (records / "dcn_v2.json").write_text(json.dumps(record))
+    items, plots = qualifications(tmp_path)
+    assert plots == {} and len(items) == sum(len(runs) for runs in record.values())
+    item = next(q for q in items if q["id"] == "qualification/reports/dcn_v2-1.0.2-template-0.3.0")
+    assert item["passed"] and item["dated_by"] == "record (report folder missing)" and item["seeds"] == 2
+    assert [(m["model"], m["delta"], m["params_delta"], m["verdict"]) for m in item["models"]] == [("marketplace", None, None, ""), ("video_vtr", None, None, "")]

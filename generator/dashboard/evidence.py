@@ -34,7 +34,7 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """A finite float, or None (JSON has no NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -75,22 +75,42 @@ def _model_row(result: Mapping[str, Any], reasons: list[str]) -> dict[str, Any]:
     model = str(result.get("model", ""))
     rel = result.get("rel_logloss") or {}
     problems = [reason.removeprefix(f"{model}: ") for reason in reasons if reason.startswith(f"{model}: ")]
-    params = (result.get("params_candidate") or 0) - (result.get("params_baseline") or 0)
-    mflops = (_number(result.get("mflops_candidate")) or 0.0) - (_number(result.get("mflops_baseline")) or 0.0)
+    measured = "params_candidate" in result  # a record names its models without measurements
+    params = (result.get("params_candidate") or 0) - (result.get("params_baseline") or 0) if measured else None
+    mflops = (finite_number(result.get("mflops_candidate")) or 0.0) - (finite_number(result.get("mflops_baseline")) or 0.0) if measured else None
     return {
         "model": model,
-        "delta": _number(rel.get("mean")),
-        "se": _number(rel.get("se")),
+        "delta": finite_number(rel.get("mean")),
+        "se": finite_number(rel.get("se")),
         "objectives": [
-            {"name": o.get("name"), "delta": _number((o.get("rel_logloss") or {}).get("mean")), "se": _number((o.get("rel_logloss") or {}).get("se"))}
+            {"name": o.get("name"), "delta": finite_number((o.get("rel_logloss") or {}).get("mean")), "se": finite_number((o.get("rel_logloss") or {}).get("se"))}
             for o in result.get("objectives") or []
             if isinstance(o, Mapping)
         ],
         "params_delta": params,
         "mflops_delta": mflops,
         "error": result.get("error") or "",
-        "verdict": "FAIL" if problems or result.get("error") else "ok",
+        "verdict": ("FAIL" if problems or result.get("error") else "ok") if measured else "",
         "problems": problems,
+    }
+
+
+def _qualification(source: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """One qualification as the page shows it: what a report.json and a record share (same keys),
+    completed by ``fields``."""
+    seeds = source.get("seeds")
+    return {
+        "change": source.get("change"),
+        "technique": source.get("technique"),
+        "technique_version": source.get("technique_version"),
+        "template_version": source.get("template_version"),
+        "against": source.get("against"),
+        "passed": bool(source.get("passed")),
+        "mean_gain": finite_number(source.get("mean_gain")),
+        "reasons": [str(reason) for reason in source.get("reasons") or []],
+        "seeds": len(seeds) if isinstance(seeds, list) else seeds,  # a report lists them, a record counts them
+        "steps": source.get("steps"),
+        **fields,
     }
 
 
@@ -113,58 +133,41 @@ def qualifications(root: Path) -> tuple[list[dict[str, Any]], Plots]:
             date, dated_by = commit_dates[folder.name], "commit"
         if not date:
             date, dated_by = time.strftime("%Y-%m-%d", time.gmtime((folder / "report.json").stat().st_mtime)), "file time"
-        reasons = [str(reason) for reason in report.get("reasons") or []]
         plot = None
         if (folder / "deltas.png").is_file():
             plot = f"plots/qualification/{folder.name}.png"
             plots[plot] = folder / "deltas.png"
-        items.append({
-            "id": folder.name,
-            "change": report.get("change") or folder.name,
-            "technique": report.get("technique"),
-            "technique_version": report.get("technique_version"),
-            "template_version": report.get("template_version"),
-            "against": report.get("against"),
-            "passed": bool(report.get("passed")),
-            "mean_gain": _number(report.get("mean_gain")),
-            "reasons": reasons,
-            "date": date,
-            "dated_by": dated_by,
-            "seeds": len(report.get("seeds") or []) if isinstance(report.get("seeds"), list) else report.get("seeds"),
-            "steps": report.get("steps"),
-            "seconds": _number(report.get("seconds")),
-            "chosen_by": report.get("chosen_by"),
-            "models": [_model_row(result, reasons) for result in report.get("results") or [] if isinstance(result, Mapping)],
-            "skipped": [item for item in report.get("skipped") or [] if isinstance(item, Mapping)],
-            "report": relative,
-            "plot": plot,
-        })
+        reasons = [str(reason) for reason in report.get("reasons") or []]
+        items.append(_qualification(
+            report,
+            id=folder.name,
+            change=report.get("change") or folder.name,
+            date=date,
+            dated_by=dated_by,
+            seconds=finite_number(report.get("seconds")),
+            chosen_by=report.get("chosen_by"),
+            models=[_model_row(result, reasons) for result in report.get("results") or [] if isinstance(result, Mapping)],
+            skipped=[item for item in report.get("skipped") or [] if isinstance(item, Mapping)],
+            report=relative,
+            plot=plot,
+        ))
     for record in records:  # verdicts whose report folder is not here
         relative = str(record.get("report", "")).rstrip("/")
         if relative in seen:
             continue
         seen.add(relative)
-        items.append({
-            "id": relative or str(record.get("change")),
-            "change": record.get("change"),
-            "technique": record.get("technique"),
-            "technique_version": record.get("technique_version"),
-            "template_version": record.get("template_version"),
-            "against": None,
-            "passed": bool(record.get("passed")),
-            "mean_gain": _number(record.get("mean_gain")),
-            "reasons": [str(reason) for reason in record.get("reasons") or []],
-            "date": record.get("date") or "",
-            "dated_by": "record (report folder missing)",
-            "seeds": record.get("seeds"),
-            "steps": record.get("steps"),
-            "seconds": None,
-            "chosen_by": None,
-            "models": [{"model": m, "delta": None, "se": None, "objectives": [], "params_delta": None, "mflops_delta": None, "error": "", "verdict": "", "problems": []} for m in record.get("models") or []],
-            "skipped": [],
-            "report": relative,
-            "plot": None,
-        })
+        items.append(_qualification(
+            record,
+            id=relative or str(record.get("change")),
+            date=record.get("date") or "",
+            dated_by="record (report folder missing)",
+            seconds=None,
+            chosen_by=None,
+            models=[_model_row({"model": model}, []) for model in record.get("models") or []],
+            skipped=[],
+            report=relative,
+            plot=None,
+        ))
     items.sort(key=lambda item: (item["date"] or "", item["id"]), reverse=True)
     return items, plots
 
@@ -212,11 +215,11 @@ def tuning_studies(root: Path) -> tuple[list[dict[str, Any]], Plots]:
             "counts": dict(report.get("counts") or {}),
             "best": None if best is None else {
                 "number": best.get("number"),
-                "value": _number(best.get("value")),
+                "value": finite_number(best.get("value")),
                 "params": dict(best.get("params") or {}),
                 "feasible": bool(best.get("feasible")),
             },
-            "importances": {k: _number(v) for k, v in (report.get("importances") or {}).items()},
+            "importances": {k: finite_number(v) for k, v in (report.get("importances") or {}).items()},
             "importance_note": report.get("importance_note") or "",
             "violations": list(report.get("violations") or []),
             "trials": _trial_table(markdown),

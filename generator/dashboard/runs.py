@@ -9,29 +9,23 @@ belongs to the model its ``model_name`` names. "Latest" is the newest file modif
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..fleet import GENERATED_DIR
+from .evidence import finite_number
 
 METRICS_FILE = "metrics.json"
 _SHOWN = ("logloss", "ne", "auc", "calibration")
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _summary(path: Path, data: Mapping[str, Any], root: Path) -> dict[str, Any]:
     metrics = data.get("metrics") if isinstance(data.get("metrics"), Mapping) else {}
     splits = {
         split: {
-            objective: {name: _finite(values.get(name)) for name in _SHOWN}
+            objective: {name: finite_number(values.get(name)) for name in _SHOWN}
             for objective, values in (by_objective or {}).items()
             if isinstance(values, Mapping)
         }
@@ -49,8 +43,8 @@ def _summary(path: Path, data: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "epochs": data.get("epochs"),
         "best_step": data.get("best_step"),
         "stopped_early": data.get("stopped_early"),
-        "train_seconds": _finite(data.get("train_seconds")),
-        "examples_per_second": _finite(data.get("train_examples_per_second")),
+        "train_seconds": finite_number(data.get("train_seconds")),
+        "examples_per_second": finite_number(data.get("train_examples_per_second")),
         "metrics": splits,
     }
 
