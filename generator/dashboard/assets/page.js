@@ -157,7 +157,7 @@
   byId("technique-list").innerHTML = `<table><thead><tr><th>technique</th><th>version</th><th>models</th><th>params</th><th>summary</th><th>reference</th></tr></thead><tbody>` +
     techniques.map((t) => {
       const link = /^https?:\/\//.test(t.reference) ? `<a href="${esc(t.reference)}">${esc(t.reference)}</a>` : esc(t.reference);
-      return `<tr><td>${esc(t.name)}</td><td>${esc(t.version)}</td><td class="num">${t.users}</td><td>${esc(t.params.join(", "))}</td><td style="white-space:normal;min-width:28em">${esc(t.summary)}</td><td style="white-space:normal">${link}</td></tr>`;
+      return `<tr><td>${esc(t.name)}</td><td>${esc(t.version)}</td><td class="num">${t.users}</td><td>${esc(t.params.join(", "))}</td><td style="white-space:normal;min-width:28em">${esc(t.summary)}</td><td style="white-space:normal;min-width:22em">${link}</td></tr>`;
     }).join("") + "</tbody></table>";
 
   // --- template releases -----------------------------------------------------------------------
