@@ -296,8 +296,9 @@ def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
 
 
 def _readme_copier_copy(fragment: str) -> list[str]:
-    """The README's `copier copy` command that contains ``fragment``, split into words."""
-    readme = (REPO / "README.md").read_text()
+    """The documentation's `copier copy` command that contains ``fragment``, split into words
+    (README.md and the site's pages under docs/, where the model-repo commands live)."""
+    readme = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))])
     commands = [line.strip().strip("`") for line in re.findall(r"`?(copier copy [^`\n#]*)", readme) if fragment in line]
     assert len(commands) == 1, commands
     return shlex.split(commands[0])

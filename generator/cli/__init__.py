@@ -9,6 +9,7 @@ and ``_workspace``, never this package, so there is no import cycle.
 from __future__ import annotations
 
 from . import fleet, adoption, blame, techniques, training, model_repo, qualification, tuning  # noqa: F401  (register commands)
+from . import dashboard  # noqa: F401  (registers `smt dashboard`)
 from ._app import app, main
 
 __all__ = ["app", "main"]
