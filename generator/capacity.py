@@ -2,8 +2,9 @@
 
 Meant for ``smt check --capacity`` (the CLI wiring is the caller's): ``measure_fleet_capacity``
 imports each model's committed package from ``generated/<model>/`` in one PyTorch subprocess and
-runs its own ``serve.spec_capacity_report`` (parameters, embedding bytes, measured MFLOPs per
-example, the budget), so the numbers are those of ``python -m <model> capacity``. That report is
+runs the runtime's ``smt_runtime.serve.spec_capacity_report`` on its ``train.PARTS`` (parameters,
+embedding bytes, measured MFLOPs per example, the budget), so the numbers are those of
+``python -m <model> capacity``. That report is
 computed from the spec without allocating the embedding tables (parameter counts from the model
 built on the meta device, MFLOPs from a stand-in with small tables), so a spec too large for
 memory is measured, not crashed on; ``over_budget`` turns the
@@ -33,9 +34,9 @@ for folder in sys.argv[1:]:
     try:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
-        config_module = importlib.import_module(name + ".config")
-        serve = importlib.import_module(name + ".serve")
-        results[folder] = serve.spec_capacity_report(config_module.ModelConfig())
+        from smt_runtime.serve import spec_capacity_report
+        parts = importlib.import_module(name + ".train").PARTS
+        results[folder] = spec_capacity_report(parts, parts.config())
     except Exception as error:
         last = traceback.format_exception_only(type(error), error)[-1].strip()
         results[folder] = {"error": last}

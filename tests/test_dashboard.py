@@ -140,15 +140,17 @@ def test_matrix_has_versions_sync_capacity_and_runs(dashboard: tuple[Path, dict,
 
 
 def test_releases_from_version_history(dashboard: tuple[Path, dict, str]) -> None:
-    """Release 0.5.0 adopted exactly the pair added between the two VERSION commits; the working
+    """The newest release adopted exactly the pair added between the two VERSION commits; the working
     tree's spec edit is unreleased; CHANGELOG notes are attached."""
     _, data, _ = dashboard
     history = data["releases"]
-    assert [release["version"] for release in history["releases"]] == ["0.5.0", "0.4.0"]
+    assert [release["version"] for release in history["releases"]] == [(REPO / "template_repo" / "VERSION").read_text().strip(), "0.4.0"]
     newest, first = history["releases"]
     assert newest["adopted"] == [["feed_ctr", "dcn_v2"]] and newest["dropped"] == []
     assert first["pairs"] == newest["pairs"] - 1 == len(first["adopted"])
-    assert "addcmul" in newest["notes"] and newest["changelog_date"] == "2026-12-02"
+    heading = re.search(rf"^## {re.escape(newest['version'])} \((\S+)\)", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert heading and newest["changelog_date"] == heading.group(1)
+    assert newest["notes"].splitlines()[0] in (REPO / "CHANGELOG.md").read_text()
     assert history["unreleased"]["adopted"] == [["notification_open", "grad_clip"]]
 
 

@@ -18,7 +18,7 @@ DOCS = REPO / "docs"
 README_LINES = 150
 # The README's two commands, exactly (issue 24: the main job and the tests).
 README_COMMANDS = (
-    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[torch]' && .venv/bin/smt demo",
+    "bash .ci/install && .venv/bin/smt demo",
     "bash .ci/run",
 )
 # A fenced block whose info string carries title="runnable": Material shows the title above it.

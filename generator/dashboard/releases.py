@@ -25,6 +25,10 @@ from ..engine.paths import TEMPLATE_DIR
 from ..fleet import ANSWERS_FILE, GENERATED_DIR
 
 VERSION_FILE = f"{TEMPLATE_DIR}/VERSION"
+# Since runtime 0.6.0 template_repo/VERSION is a link to the runtime's VERSION, which git
+# records as the link's target path; the version's history is the union of both files.
+RUNTIME_VERSION_FILE = "runtime/smt_runtime/VERSION"
+SYMLINK_MODE = "120000"
 CHANGELOG = "CHANGELOG.md"
 _SECTION = re.compile(r"^## (\S+)(?: \(([^)]*)\))?\s*$")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -97,15 +101,18 @@ class _Git:
 
 def _version_commits(git: _Git) -> list[tuple[str, str, str]]:
     """(commit, date, version) of each commit that set VERSION to a new version, oldest first."""
-    log = git.run("log", "--reverse", "--format=%H %cs", "--", VERSION_FILE)
+    log = git.run("log", "--reverse", "--format=%H %cs", "--", VERSION_FILE, RUNTIME_VERSION_FILE)
     if not log:
         return []
     commits = [line.split(" ", 1) for line in log.splitlines() if line.strip()]
     listing = {}
     for commit, _ in commits:
-        tree = git.run("ls-tree", commit, "--", VERSION_FILE)
-        if tree and tree.split():
-            listing[commit] = tree.split()[2]
+        for path in (RUNTIME_VERSION_FILE, VERSION_FILE):
+            tree = git.run("ls-tree", commit, "--", path)
+            fields = tree.split() if tree else []
+            if fields and fields[0] != SYMLINK_MODE:
+                listing[commit] = fields[2]
+                break
     texts = git.blobs(listing.values())
     releases, previous = [], None
     for commit, date in commits:
