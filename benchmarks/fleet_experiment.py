@@ -126,13 +126,15 @@ def evaluate(ws: Workspace, seeds: int, steps: int) -> dict[str, dict]:
     """Train every model of the workspace as generated now; test logloss/NE (objective-weighted) and MFLOPs."""
     fleet = Fleet(ws.root)
     entries = fleet.models()
-    capacity = measure_folders([e.directory for e in entries], "measuring the fleet")
+    capacity = measure_folders([e.directory for e in entries], "measuring the fleet", trials.runtime_source(ws.root))
     plan = []
     for e in entries:
         tree = {str(p.relative_to(e.directory)): p.read_text() for p in sorted(e.directory.rglob("*.py")) if "__pycache__" not in p.parts}
         data = trials.data_files(e.directory)
         for seed in range(seeds):
-            plan.append((e, trials.Trial(e.name, "final", e.directory, seed, steps, trials.trial_key(tree, data, seed, steps), data)))
+            runtime = trials.runtime_source(ws.root)
+            key = trials.trial_key(tree, data, seed, steps, runtime)
+            plan.append((e, trials.Trial(e.name, "final", e.directory, seed, steps, key, data, runtime)))
     results = trials.run_trials(ws.root, [t for _, t in plan], jobs=1)
     out = {}
     for e in entries:

@@ -8,6 +8,7 @@ both and runs the generated capacity report, so the numbers are the same account
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from .engine import SmtError, Technique
 from .fleet import Fleet
 from .render import check_spec, render_model
 from .sync import write_tree
+from .trials import runtime_source
 
 _MEASURE = """
 import importlib, json, sys
@@ -30,8 +32,14 @@ for folder in sys.argv[1:]:
     for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
         del sys.modules[key]
     pkg = importlib.import_module(name)
-    config = pkg.config.ModelConfig()
-    report = pkg.serve.capacity_report(pkg.train.build_model(config), config)
+    if hasattr(pkg, "PARTS"):  # template 0.6.0 and later: the runtime measures it
+        from smt_runtime.serve import capacity_report
+        from smt_runtime.training import build_model
+        config = pkg.PARTS.config()
+        report = capacity_report(build_model(pkg.PARTS, config), config)
+    else:  # a package from before the runtime (a --against baseline) carries its own serve module
+        config = pkg.config.ModelConfig()
+        report = pkg.serve.capacity_report(pkg.train.build_model(config), config)
     results[folder] = {"parameters": report["parameters"], "mflops": report["mflops_per_example"]}
     sys.path.remove(folder)
 print(json.dumps(results))
@@ -48,9 +56,13 @@ class ImpactRow:
     skipped: str = ""
 
 
-def measure_folders(folders: list[Path], doing: str = "measuring capacity") -> dict[str, dict[str, float]]:
-    """Parameters and MFLOPs per example of rendered model folders (one PyTorch subprocess for all)."""
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, folders)], capture_output=True, text=True)
+def measure_folders(
+    folders: list[Path], doing: str = "measuring capacity", runtime: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Parameters and MFLOPs per example of rendered model folders (one PyTorch subprocess for all),
+    measured with the runtime in the folder ``runtime`` (the working tree's: trials.runtime_source)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(runtime or ""), os.environ.get("PYTHONPATH", "")]))}
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, folders)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise SmtError(f"{doing}: a generated model failed to build ({last}); run `python -m MODEL capacity` in its folder for the full error")
@@ -83,7 +95,9 @@ def measure_impact(fleet: Fleet, technique: Technique) -> list[ImpactRow]:
             pending.append((entry.name, folders[0], folders[1]))
             print(f"rendered {entry.name} without and with {technique.name}", file=sys.stderr)
         if pending:
-            measured = measure_folders([folder for _, *pair in pending for folder in pair], f"measuring {technique.name}")
+            measured = measure_folders(
+                [folder for _, *pair in pending for folder in pair], f"measuring {technique.name}", runtime_source(fleet.root)
+            )
             for model, before, after in pending:
                 b, a = measured[str(before)], measured[str(after)]
                 rows.append(ImpactRow(model, b["parameters"], a["parameters"], b["mflops"], a["mflops"]))

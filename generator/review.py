@@ -31,6 +31,7 @@ from .render import RenderedTree, check_spec, render_model
 from .sync import FileChange, compare, count_lines, write_tree
 
 ENGINE_DIR = "generator/engine"
+RUNTIME_PACKAGE = "runtime/smt_runtime"  # shared by every model: its diff is shown once
 
 
 @dataclass
@@ -82,6 +83,15 @@ class FleetReport:
     changed_sources: list[str] = field(default_factory=list)
     techniques: list[TechniqueChange] = field(default_factory=list)
     capacity_note: str = ""  # why deltas are missing, when they are
+    runtime_diff: str = ""  # the runtime's own unified diff, once for every model that pins it
+
+    @property
+    def runtime_lines(self) -> tuple[int, int]:
+        """(added, removed) lines of the runtime's diff."""
+        lines = self.runtime_diff.splitlines()
+        added = sum(1 for line in lines if line.startswith("+") and not line.startswith("+++"))
+        removed = sum(1 for line in lines if line.startswith("-") and not line.startswith("---"))
+        return added, removed
 
     def sort(self) -> None:
         self.models.sort(key=lambda impact: (-sum(impact.lines), impact.model))
@@ -262,7 +272,11 @@ def diff_since(fleet: Fleet, ref: str, names: list[str] | None = None, capacity:
     """What the working tree's template, techniques and specs change relative to ``ref``."""
     _git(fleet.root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     entries = fleet.models(names)
-    sources = [line for line in _git(fleet.root, "diff", "--relative", "--name-only", ref, "--", TEMPLATE_DIR, TECHNIQUES_DIR, ENGINE_DIR).splitlines() if line]
+    sources = [
+        line
+        for line in _git(fleet.root, "diff", "--relative", "--name-only", ref, "--", TEMPLATE_DIR, TECHNIQUES_DIR, ENGINE_DIR, RUNTIME_PACKAGE).splitlines()
+        if line
+    ]
     changed = {path.split("/")[1] for path in sources if path.startswith(f"{TECHNIQUES_DIR}/") and path.count("/") >= 2}
     impacts, unaffected = [], []
     adopted: dict[str, list[str]] = {}
@@ -290,6 +304,7 @@ def diff_since(fleet: Fleet, ref: str, names: list[str] | None = None, capacity:
         impact.spec_diff = _spec_diff(entry.name, old_spec, new_spec)
         impacts.append(impact)
     report = FleetReport(f"Fleet impact since {ref}", impacts, unaffected, changed_sources=sources)
+    report.runtime_diff = _git(fleet.root, "diff", "--relative", ref, "--", RUNTIME_PACKAGE)
     report.techniques = _technique_changes(fleet, ref, sources, adopted, dropped)
     report.skipped = _not_applicable(fleet, report.techniques, entries, {impact.model for impact in impacts})
     if capacity:
@@ -426,9 +441,14 @@ def format_text(report: FleetReport, with_diffs: bool = True) -> str:
             lines.append(f"    qualification: {change.qualification or 'none recorded'}")
     if report.changed_sources:
         lines.append("changed sources: " + ", ".join(report.changed_sources))
+    if report.runtime_diff:
+        added, removed = report.runtime_lines
+        lines.append(f"runtime ({RUNTIME_PACKAGE}, shared by every model): +{added} -{removed} lines, shown once below")
     text = "\n".join(lines) + "\n"
     if with_diffs:
         total = len(report.models)
+        if report.runtime_diff:
+            text += f"\n# runtime: every model\n{report.runtime_diff}"
         for hunk in _spec_hunks(report.models):
             text += f"\n# spec: {_models_list(hunk.models, total)}\n{hunk.header}\n" + "\n".join(hunk.lines) + "\n"
         for hunk in shared_hunks(report.models):
@@ -477,6 +497,9 @@ def format_markdown(report: FleetReport) -> str:
         out += ["", "### Spec changes"]
         for hunk in spec_hunks:
             out += ["", f"`{GENERATED_DIR}/<model>/{hunk.path}` in {_models_list(hunk.models, total)}:", "", "```diff", hunk.header, *hunk.lines, "```"]
+    if report.runtime_diff:
+        added, removed = report.runtime_lines
+        out += ["", "### Runtime", "", f"`{RUNTIME_PACKAGE}`, shared by every model (+{added} / -{removed} lines):", "", "```diff", report.runtime_diff.rstrip("\n"), "```"]
     hunks = shared_hunks(report.models)
     if hunks:
         out += ["", "### Code changes", "", "Each hunk once, with the models that get it (`<model>` stands for the model's name)."]
@@ -525,6 +548,7 @@ def format_json(report: FleetReport) -> str:
         "shared_hunks": [{"path": hunk.path, "models": hunk.models, "diff": "\n".join([hunk.header, *hunk.lines]) + "\n"} for hunk in shared_hunks(report.models)],
         "capacity_note": report.capacity_note,
         "changed_sources": report.changed_sources,
+        "runtime_diff": report.runtime_diff,
     }
     return json.dumps(data, indent=2) + "\n"
 

@@ -4,9 +4,13 @@ A trial is ``python -m MODEL train --seed S --steps N --run-dir D --no-progress`
 in a rendered model folder, and its result is that run's ``metrics.json``. So a trial runs wherever
 the model trains, and qualification measures exactly what a team would measure by hand.
 
-The cache key hashes the rendered code (every file's path and text), the data (the literal
-``synthetic``, whose examples derive from config.py and the seed, or the bytes of the model's
-data files), the seed and the steps. A finished trial's metrics.json lands in
+A trial imports the runtime (``smt_runtime``) of the side it measures: the working tree's
+``runtime/``, or for ``--against REF`` that ref's, put first on its PYTHONPATH, so a runtime change
+is measured like a template change and an installed runtime of another checkout never stands in.
+
+The cache key hashes the rendered code (every file's path and text), the runtime's code, the data
+(the literal ``synthetic``, whose examples derive from config.py and the seed, or the bytes of the
+model's data files), the seed and the steps. A finished trial's metrics.json lands in
 ``.smt/trials/<key>/threads-<T>/`` (git-ignored) atomically, so a rerun or an interrupted run
 skips it. T is the torch thread count it ran with: sums split over more threads round
 differently, so the same trial on 1 and 2 threads differs in the last digits (app_install's test
@@ -35,6 +39,7 @@ from .engine import SmtError
 from .render import RenderedTree
 
 CACHE_DIR = Path(".smt") / "trials"
+RUNTIME_DIR = Path("runtime")  # the folder holding the smt_runtime package, in an SMT checkout
 METRICS_FILE = "metrics.json"
 DATA_SPLITS = ("train", "valid", "test")
 
@@ -50,6 +55,7 @@ class Trial:
     steps: int
     key: str
     data_files: tuple[Path, ...] = ()  # train, valid, test Parquet files, or () for synthetic data
+    runtime: Path | None = None  # the folder holding smt_runtime for this side (None: a package that has none)
 
 
 class TrialFailed(SmtError):
@@ -62,11 +68,37 @@ def data_files(model_dir: Path) -> tuple[Path, ...]:
     return paths if all(path.is_file() for path in paths) else ()
 
 
-def trial_key(tree: RenderedTree, data: tuple[Path, ...], seed: int, steps: int) -> str:
-    """sha256 of (rendered code, data, seed, steps); equal keys and thread counts give equal metrics on one machine."""
+def runtime_source(root: Path) -> Path | None:
+    """The runtime folder of the SMT checkout at root, or None when it has none (before 0.6.0)."""
+    folder = root / RUNTIME_DIR
+    return folder if (folder / "smt_runtime" / "__init__.py").is_file() else None
+
+
+_RUNTIME_DIGESTS: dict[tuple[str, float], str] = {}
+
+
+def runtime_digest(runtime: Path | None) -> str:
+    """sha256 of the runtime's package files (its code decides a trial's result as much as the model's)."""
+    if runtime is None:
+        return "none"
+    package = runtime / "smt_runtime"
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    stamp = (str(package.resolve()), max((p.stat().st_mtime for p in files), default=0.0))
+    if stamp not in _RUNTIME_DIGESTS:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+        _RUNTIME_DIGESTS[stamp] = digest.hexdigest()
+    return _RUNTIME_DIGESTS[stamp]
+
+
+def trial_key(tree: RenderedTree, data: tuple[Path, ...], seed: int, steps: int, runtime: Path | None = None) -> str:
+    """sha256 of (rendered code, runtime code, data, seed, steps); equal keys and thread counts give
+    equal metrics on one machine."""
     digest = hashlib.sha256()
     for path in sorted(tree):
         digest.update(path.encode() + b"\0" + tree[path].encode() + b"\0")
+    digest.update(f"runtime={runtime_digest(runtime)}".encode())
     if data:
         for path in data:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -104,7 +136,9 @@ def run_trial(root: Path, trial: Trial, threads: int) -> dict[str, Any]:
         return hit
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(trial.folder), os.environ.get("PYTHONPATH", "")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(trial.folder), str(trial.runtime or ""), os.environ.get("PYTHONPATH", "")])
+        ),
         "OMP_NUM_THREADS": str(threads),  # torch's intra-op thread count
         "MKL_NUM_THREADS": str(threads),
     }

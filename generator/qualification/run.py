@@ -89,20 +89,27 @@ def qualify(
         if not variants:
             reasons = "; ".join(f"{m}: {r}" for m, r in skipped) or "no models chosen"
             raise SmtError(f"{change.label}: applies to none of the chosen models ({reasons})")
-        capacity = measure_folders([v.baseline_dir for v in variants] + [v.candidate_dir for v in variants], f"measuring {change.label}")
+        capacity = measure_folders(
+            [v.baseline_dir for v in variants] + [v.candidate_dir for v in variants], f"measuring {change.label}", trials.runtime_source(fleet.root)
+        )
         if neutral:
             for variant in variants:
                 target = capacity[str(variant.baseline_dir)]["mflops"]
                 if capacity[str(variant.candidate_dir)]["mflops"] > target:
                     shrink_to(variant, target)
                     print(f"{variant.entry.name}: {variant.note}", file=sys.stderr)
-            capacity.update(measure_folders([v.candidate_dir for v in variants], f"measuring {change.label}"))
+            capacity.update(measure_folders([v.candidate_dir for v in variants], f"measuring {change.label}", trials.runtime_source(fleet.root)))
         plan: list[tuple[Variant, str, trials.Trial]] = []
         for variant in variants:
             data = trials.data_files(variant.entry.directory)
-            for side, tree, folder in (("baseline", variant.baseline, variant.baseline_dir), ("candidate", variant.candidate, variant.candidate_dir)):
+            sides = (
+                ("baseline", variant.baseline, variant.baseline_dir, variant.baseline_runtime),
+                ("candidate", variant.candidate, variant.candidate_dir, variant.candidate_runtime),
+            )
+            for side, tree, folder, runtime in sides:
                 for seed in seed_list:
-                    trial = trials.Trial(variant.entry.name, side, folder, seed, steps, trials.trial_key(tree, data, seed, steps), data)
+                    key = trials.trial_key(tree, data, seed, steps, runtime)
+                    trial = trials.Trial(variant.entry.name, side, folder, seed, steps, key, data, runtime)
                     plan.append((variant, side, trial))
         threads = trials.threads_per_trial(jobs)
         cached = sum(trials.cached(fleet.root, t.key, threads) is not None for _, _, t in plan)

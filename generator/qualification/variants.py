@@ -9,6 +9,11 @@ the baseline from ``generated/`` as committed at REF (``review.committed_tree``,
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import tarfile
+
 import json
 import subprocess
 import sys
@@ -18,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .. import adoption, review
+from .. import adoption, review, trials
 from ..engine import SmtError, load_sources
 from ..fleet import Fleet, ModelEntry
 from ..render import RenderedTree, render_model
@@ -74,6 +79,8 @@ class Variant:
     candidate_dir: Path
     candidate_answers: dict[str, Any]
     note: str = ""
+    baseline_runtime: Path | None = None  # the folder holding the baseline's smt_runtime
+    candidate_runtime: Path | None = None
 
 
 def _write(folder: Path, tree: RenderedTree, answers: dict[str, Any]) -> Path:
@@ -81,9 +88,25 @@ def _write(folder: Path, tree: RenderedTree, answers: dict[str, Any]) -> Path:
     return folder
 
 
+def runtime_at(root: Path, ref: str, scratch: Path) -> Path | None:
+    """The runtime package as committed at ``ref``, extracted under ``scratch`` (None when that ref
+    has none: its models carry their framework code themselves)."""
+    package = f"{trials.RUNTIME_DIR}/smt_runtime"
+    archive = subprocess.run(["git", "archive", "--format=tar", ref, "--", package], cwd=root, capture_output=True)
+    if archive.returncode != 0:
+        return None
+    target = scratch / f"runtime-{ref.replace('/', '_')}"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target / trials.RUNTIME_DIR
+
+
 def render_variants(fleet: Fleet, change: Change, entries: list[ModelEntry], scratch: Path) -> tuple[list[Variant], list[tuple[str, str]]]:
-    """Render both sides of every model the change applies to; also (model, reason) for the others."""
+    """Render both sides of every model the change applies to; also (model, reason) for the others.
+    Each side trains with its own runtime: the working tree's, or the ref's for ``--against``."""
     variants, skipped = [], []
+    working_runtime = trials.runtime_source(fleet.root)
+    baseline_runtime = working_runtime if change.technique else runtime_at(fleet.root, change.against or "HEAD", scratch)
     if change.technique:
         library = load_sources(fleet.root).library
         if change.technique not in library:
@@ -98,6 +121,8 @@ def render_variants(fleet: Fleet, change: Change, entries: list[ModelEntry], scr
                     _write(scratch / "baseline" / entry.name, baseline, entry.answers),
                     _write(scratch / "candidate" / entry.name, tree, answers),
                     answers,
+                    baseline_runtime=baseline_runtime,
+                    candidate_runtime=working_runtime,
                 )
             )
             print(f"rendered {entry.name}: baseline and candidate", file=sys.stderr)
@@ -108,7 +133,8 @@ def render_variants(fleet: Fleet, change: Change, entries: list[ModelEntry], scr
                 skipped.append((entry.name, f"not in generated/ at {change.against}"))
                 continue
             candidate = render_model(fleet.root, entry.answers, entry.name, entry.directory)
-            if baseline == candidate:
+            same_runtime = trials.runtime_digest(baseline_runtime) == trials.runtime_digest(working_runtime)
+            if baseline == candidate and same_runtime:
                 skipped.append((entry.name, f"unchanged since {change.against}"))
                 continue
             variants.append(
@@ -117,6 +143,8 @@ def render_variants(fleet: Fleet, change: Change, entries: list[ModelEntry], scr
                     _write(scratch / "baseline" / entry.name, baseline, entry.answers),
                     _write(scratch / "candidate" / entry.name, candidate, entry.answers),
                     entry.answers,
+                    baseline_runtime=baseline_runtime,
+                    candidate_runtime=working_runtime,
                 )
             )
             print(f"rendered {entry.name}: {change.against} and the working tree", file=sys.stderr)
@@ -134,8 +162,10 @@ names = ("dense_arch_layers", "over_arch_layers", "tower_layers")
 def widths(scale):
     return {n: tuple(max(1, int(round(w * scale))) for w in getattr(base, n)) for n in names}
 def mflops(scale):
+    from smt_runtime.serve import capacity_report
+    from smt_runtime.training import build_model
     config = replace(base, **widths(scale))
-    return pkg.serve.capacity_report(pkg.train.build_model(config), config)["mflops_per_example"]
+    return capacity_report(build_model(pkg.PARTS, config), config)["mflops_per_example"]
 low, high = 0.0, 1.0
 for _ in range(20):
     middle = (low + high) / 2
@@ -147,7 +177,10 @@ print(json.dumps({"scale": low, "widths": {n: list(v) for n, v in widths(low).it
 def shrink_to(variant: Variant, target_mflops: float) -> dict[str, Any]:
     """Shrink the candidate's MLP widths (dense, over and tower layers, one common scale) until its
     MFLOPs per example are at most ``target_mflops``; re-render it and return what was chosen."""
-    proc = subprocess.run([sys.executable, "-c", _SHRINK, str(variant.candidate_dir), repr(target_mflops)], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(variant.candidate_runtime or ""), os.environ.get("PYTHONPATH", "")]))}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHRINK, str(variant.candidate_dir), repr(target_mflops)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         raise SmtError(f"{variant.entry.name}: capacity-neutral shrink failed: {proc.stderr.strip().splitlines()[-1:]}")
     chosen = json.loads(proc.stdout)

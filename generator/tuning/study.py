@@ -100,6 +100,11 @@ class Evaluator:
     baselines: dict[str, Baseline] = field(default_factory=dict)
     template: dict[str, Any] = field(default_factory=dict)  # the template's hyperparameter defaults
 
+    @property
+    def runtime(self) -> Path | None:
+        """The working tree's runtime, which every trial of a study imports."""
+        return trials.runtime_source(self.fleet.root)
+
     def prepare(self) -> None:
         from .apply import template_defaults
 
@@ -108,7 +113,7 @@ class Evaluator:
             tree = render_model(self.fleet.root, entry.answers, entry.name, entry.directory)
             folder = _write(self.scratch / "baseline" / entry.name, tree, entry.answers)
             self.baselines[entry.name] = Baseline(entry, tree, folder, 0.0)
-        capacity = measure_folders([b.folder for b in self.baselines.values()], "measuring the baselines")
+        capacity = measure_folders([b.folder for b in self.baselines.values()], "measuring the baselines", self.runtime)
         for b in self.baselines.values():
             b.mflops = float(capacity[str(b.folder)]["mflops"])
 
@@ -136,7 +141,8 @@ class Evaluator:
         plan = []
         for side, t, f in (("baseline", base.tree, base.folder), ("candidate", tree, folder)):
             for seed in range(self.seeds):
-                plan.append((side, trials.Trial(name, side, f, seed, self.steps, trials.trial_key(t, data, seed, self.steps), data)))
+                key = trials.trial_key(t, data, seed, self.steps, self.runtime)
+                plan.append((side, trials.Trial(name, side, f, seed, self.steps, key, data, self.runtime)))
         runs: dict[str, list[Any]] = {"baseline": [], "candidate": []}
         for side, t in plan:
             try:
@@ -182,7 +188,7 @@ def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
     def run(trial: Any) -> float:
         setting = suggest(trial, space)
         rendered = evaluator.candidates(setting, trial.number)
-        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity")
+        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity", self.runtime)
 
         def measure(name: str) -> objective.ModelScore:
             _, tree, folder = rendered[name]
