@@ -22,6 +22,7 @@ prints one line and exits with status 2, before anything is written.
 """
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ from .serve import (
     capacity_report,
     check_export_path,
     export_model,
+    serving_model,
     format_capacity_report,
     spec_capacity_report,
     unwritable,
@@ -241,7 +243,7 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
             print(format_metrics(result.metrics[split]))
         print(f"\nrun directory: {run_dir} (metrics.json, checkpoint.pt)")
         if args.export:
-            exported = export_model(serving, config, args.export)
+            exported = export_model(serving_model(copy.deepcopy(serving)), config, args.export)
             print(f"exported ({exported.format}) to {exported.path}")
         print()
         print(format_capacity_report(capacity_report(serving, config)))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from torchrec import KeyedJaggedTensor
+from torchrec import KeyedJaggedTensor, KeyedTensor
 
 from .batch import table_to_batches
 from .config import ModelConfigBase
@@ -44,6 +44,63 @@ def example_inputs(
     table = generate_synthetic(config, batch_size, seed)
     batch = next(table_to_batches(table, batch_size))
     return batch.dense, batch.sparse
+
+
+class StackedTables(nn.Module):
+    """An EmbeddingBagCollection whose tables all have one width, for serving: the tables
+    stacked into one weight, so a batch's lookups are one embedding_bag call instead of one
+    per table plus TorchRec's per-key splitting, which at serving batch sizes cost more than
+    the lookups. Same call and result as the collection: KeyedJaggedTensor in, KeyedTensor
+    (B X F * width, keys in order) out, each bag summed or averaged like its table.
+
+    Args:
+        collection: a trained, unsharded EmbeddingBagCollection of one width (its weights
+            are copied).
+    """
+
+    def __init__(self, collection: nn.Module) -> None:
+        super().__init__()
+        configs = collection.embedding_bag_configs()
+        self.keys = [name for config in configs for name in config.feature_names]
+        self.width = configs[0].embedding_dim
+        means = [config.pooling.name == "MEAN" for config in configs for _ in config.feature_names]
+        self.any_mean = any(means)
+        weights = [collection.embedding_bags[config.name].weight.detach() for config in configs for _ in config.feature_names]
+        starts = [0]
+        for weight in weights[:-1]:
+            starts.append(starts[-1] + weight.shape[0])
+        self.register_buffer("weight", torch.cat(weights).clone())
+        self.register_buffer("first_rows", torch.tensor(starts, dtype=torch.int64))
+        self.register_buffer("mean_mask", torch.tensor(means).view(-1, 1, 1))
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        values, lengths = features.values(), features.lengths()
+        count = len(self.keys)
+        per_key = lengths.view(count, -1)
+        rows = values + torch.repeat_interleave(self.first_rows, per_key.sum(1), output_size=values.numel())
+        bags = nn.functional.embedding_bag(rows, self.weight, torch.cumsum(lengths, 0) - lengths, mode="sum")
+        pooled = bags.view(count, -1, self.width)
+        if self.any_mean:
+            counts = per_key.clamp(min=1).unsqueeze(-1).to(pooled.dtype)
+            pooled = torch.where(self.mean_mask, pooled / counts, pooled)
+        return KeyedTensor(
+            keys=self.keys,
+            length_per_key=[self.width] * count,
+            values=pooled.permute(1, 0, 2).reshape(per_key.shape[1], count * self.width),
+        )
+
+
+def serving_model(model: nn.Module) -> nn.Module:
+    """model (trained, unsharded) for serving, in eval mode: every EmbeddingBagCollection whose
+    tables share one width becomes StackedTables (the same function, faster at serving batch
+    sizes; mixed widths keep TorchRec's collection). Changes model in place."""
+    for name, collection in list(collections(model)):
+        if len({config.embedding_dim for config in collection.embedding_bag_configs()}) != 1:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, StackedTables(collection))
+    return model.eval()
 
 
 class ServingModel(nn.Module):

@@ -237,11 +237,19 @@ def plan_sharding(
         ) from None
 
 
-def shard(module: nn.Module, plan: ShardingPlan, device: torch.device) -> DistributedModelParallel:
-    """module with its tables sharded by plan and its other parameters replicated
-    (DistributedDataParallel) by TorchRec's DistributedModelParallel; module itself is
-    changed in place (its collections become sharded ones)."""
-    return DistributedModelParallel(module=module, device=device, plan=plan, sharders=[EmbeddingBagSharder()])
+def shard(module: nn.Module, plan: ShardingPlan, device: torch.device, world_size: int) -> DistributedModelParallel:
+    """module with its tables sharded by plan and, with several ranks, its other parameters
+    replicated (DistributedDataParallel) by TorchRec's DistributedModelParallel; module itself
+    is changed in place (its collections become sharded ones). In a group of one there is
+    nothing to replicate: DistributedDataParallel's bucketing and all-reduce of every gradient
+    cost about 1.4 ms a step (benchmarks/peer_dcnv2.py --profile), so it is left out."""
+    return DistributedModelParallel(
+        module=module,
+        device=device,
+        plan=plan,
+        sharders=[EmbeddingBagSharder()],
+        init_data_parallel=world_size > 1,
+    )
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def prepare(
     apply_embedding_optimizer(model, embedding)
     wrapped = ModelWithLoss(model, loss_fn)
     plan = plan_sharding(wrapped, config, sharding, embedding, runtime.world_size, runtime.device)
-    step_module = shard(wrapped, plan, runtime.device)
+    step_module = shard(wrapped, plan, runtime.device, runtime.world_size)
     if given_tables is None:
         init_tables(model, config, config.seed)
     else:
