@@ -22,8 +22,10 @@ why.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,15 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from .config import ModelConfigBase
+
+# TorchRec, FBGEMM and torch.distributed warn about their own internals on every run (the planner's
+# topology and storage heuristics, deprecated modules, ShardedTensor's future): nothing a model's
+# owner can act on, and pages of it would bury the run's own lines. Errors still show.
+for _noisy in ("torchrec", "torch.fx._symbolic_trace", "torch.distributed.checkpoint"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+for _module in (r"torchrec\..*", r"fbgemm_gpu\..*", r"torch\.distributed\..*", r"smt_runtime\..*"):
+    warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=_module)
 
 STRATEGIES = ("auto", "table_wise", "row_wise", "column_wise", "data_parallel")
 FUSED_STRATEGIES = ("table_wise", "row_wise", "column_wise")
