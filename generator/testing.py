@@ -1,24 +1,32 @@
-"""Test helpers for technique authors: golden before/after snapshots and building a real model.
+"""Test helpers for technique authors: golden before/after snapshots, a small probe spec, building
+a real model package from it, and batches of its synthetic data.
 
-    from generator.testing import assert_golden, build_model
+    from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
     def test_golden():
         assert_golden(Path(__file__).parent)        # SMT_UPDATE_GOLDEN=1 rewrites the snapshots
 
     def test_behaviour(tmp_path):
-        pkg = build_model({...spec...}, tmp_path)    # rendered with the real pipeline, then imported
-        model = pkg.model.RankingModel(pkg.config.ModelConfig())
+        # Rendered with the real pipeline, imported, and its RankingModel built as a run starts it.
+        pkg, model = build_probe(probe_spec("dcn_v2", {"num_cross_layers": 2}), tmp_path)
+        batch = random_batch(pkg.config.ModelConfig(), batch_size=4)
+        logits = model(batch.dense, batch.sparse)   # B X T
+
+Building a package needs only the generator; random_batch and the package's own modules need the
+runtime (smt_runtime) and TorchRec installed.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,8 +40,28 @@ from .render import render_model
 from . import reference
 from .sync import write_tree
 
+if TYPE_CHECKING:  # the runtime needs torch; importing this module does not
+    from smt_runtime.batch import Batch
+
 UPDATE_ENV = "SMT_UPDATE_GOLDEN"
 GOLDEN_DIR = "golden"
+# The probe model of probe_spec: F = 3 sparse features (two of width 16, one multi-valued of width 8),
+# D = 16, N = 2 dense features, T = 1 objective; small enough to build and train in seconds.
+PROBE_SPEC: dict[str, Any] = {
+    "description": "Probe model of a technique's tests.",
+    "objectives": [{"name": "click", "weight": 1.0}],
+    "sparse_features": [
+        {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
+        {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
+        {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
+    ],
+    "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
+    "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
+    "techniques": [],
+    "hyperparameters": {},
+}
+# The modules of a generated model package (the rest is the runtime's, smt_runtime).
+MODEL_MODULES = ("config", "features", "model", "train")
 
 
 def repo_root() -> Path:
@@ -109,6 +137,56 @@ def build_model(spec: dict[str, Any], tmp_path: Path) -> ModuleType:
     return import_model(directory)
 
 
+def probe_spec(
+    technique: str | None = None, params: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A small model's spec (PROBE_SPEC) with ``technique`` applied with ``params``, and any spec
+    field replaced by ``overrides``; the model is named ``<technique>_probe``.
+
+    Example::
+
+        probe_spec("mmoe", {"num_experts": 3}, objectives=[{"name": "click", "weight": 1.0}, ...])
+
+    Raises:
+        KeyError: an override names no field of the spec (a typo would otherwise test the default).
+    """
+    unknown = sorted(set(overrides) - {"model_name", *PROBE_SPEC})
+    if unknown:
+        raise KeyError(
+            f"probe_spec: no spec field {', '.join(unknown)}; fields: model_name, {', '.join(PROBE_SPEC)}"
+        )
+    spec = {"model_name": f"{technique or 'template'}_probe", **copy.deepcopy(PROBE_SPEC)}
+    if technique is not None:
+        spec["techniques"] = [{"name": technique, "params": dict(params or {})}]
+    spec.update(copy.deepcopy(overrides))
+    return spec
+
+
+def build_probe(spec: dict[str, Any], tmp_path: Path) -> tuple[ModuleType, Any]:
+    """``spec`` rendered and imported (build_model), and its RankingModel as a training run starts
+    it: unsharded, initialised by the runtime from config.seed (``smt_runtime.training.build_model``).
+
+    Returns:
+        (the model package, its RankingModel for the spec's ModelConfig()).
+    """
+    from smt_runtime.training import build_model as build_ranking_model  # noqa: PLC0415 - needs torch
+
+    package = build_model(spec, tmp_path)
+    return package, build_ranking_model(package.train.PARTS, package.config.ModelConfig())
+
+
+def random_batch(config: Any, batch_size: int = 64, seed: int = 0) -> Batch:
+    """A batch of ``batch_size`` examples of the model's synthetic data (every feature, bags of the
+    configured lengths, labels at the configured rates), drawn from ``seed``: the runtime's
+    ``smt_runtime.testing.random_batch``, which the generated packages' contract tests use.
+
+    Call the model with ``model(batch.dense, batch.sparse)`` (B X N and a KeyedJaggedTensor).
+    """
+    from smt_runtime.testing import random_batch as runtime_random_batch  # noqa: PLC0415 - needs torch
+
+    return runtime_random_batch(config, batch_size, seed)
+
+
 def import_model(directory: Path) -> ModuleType:
     """Import the model package in ``directory`` (a generated model folder), freshly."""
     name = Path(directory).name
@@ -117,7 +195,7 @@ def import_model(directory: Path) -> ModuleType:
     sys.path.insert(0, str(directory))
     try:
         package = importlib.import_module(name)
-        for part in ("config", "features", "model", "data", "train", "serve"):
+        for part in MODEL_MODULES:
             importlib.import_module(f"{name}.{part}")
     finally:
         sys.path.remove(str(directory))

@@ -5,47 +5,18 @@ from types import ModuleType
 from typing import Any
 
 import torch
+from smt_runtime import serve
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
 D = 16
 
 
-def spec(dense: bool = True, **params: Any) -> dict[str, Any]:
-    """A small model with autoint applied with `params`: F = 3, D = 16, N = 2 (0 without dense)."""
-    return {
-        "model_name": "autoint_probe",
-        "description": "Probe model of the autoint technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-            {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}] if dense else [],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "autoint", "params": params}],
-        "hyperparameters": {},
-    }
-
-
 def build(tmp_path: Path, dense: bool = True, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(dense, **params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
-
-
-def random_inputs(config: Any) -> tuple[torch.Tensor, dict, dict]:
-    """Random dense features and one id per sparse feature and example (two for multi-valued)."""
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values, offsets = {}, {}
-    for feature in config.sparse_features:
-        per_example = 2 if feature.multi_valued else 1
-        values[feature.name] = torch.randint(feature.cardinality, (BATCH * per_example,))
-        offsets[feature.name] = torch.arange(0, BATCH * per_example, per_example)
-    return dense, values, offsets
+    """The probe model (F = 3, D = 16, N = 2; N = 0 without dense) with autoint applied with `params`."""
+    return build_probe(probe_spec("autoint", params, **({} if dense else {"dense_features": []})), tmp_path)
 
 
 def count(module: torch.nn.Module) -> int:
@@ -89,14 +60,16 @@ def test_output_dim_and_model_runs(tmp_path: Path) -> None:
     # Fields: the dense arch output and 3 sparse fields; each leaves 2 * 8 wide.
     assert model.dense_arch.output_dim == D
     assert model.interaction_arch.output_dim == D + 4 * 16
-    logits = model(*random_inputs(pkg.config.ModelConfig()))
+    batch = random_batch(pkg.config.ModelConfig(), BATCH)
+    logits = model(batch.dense, batch.sparse)
     assert logits.shape == (BATCH, 1)
     logits.sum().backward()
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
 
     pkg, model = build(tmp_path / "no_dense", dense=False, num_layers=2, num_heads=2, attention_dim=8)
     assert model.interaction_arch.output_dim == 3 * 16  # no dense field, nothing to concatenate
-    assert model(*random_inputs(pkg.config.ModelConfig())).shape == (BATCH, 1)
+    batch = random_batch(pkg.config.ModelConfig(), BATCH)
+    assert model(batch.dense, batch.sparse).shape == (BATCH, 1)
 
 
 def test_parameter_count(tmp_path: Path) -> None:
@@ -171,7 +144,7 @@ def test_arch_stacks_layers_over_dense_and_sparse_fields(tmp_path: Path) -> None
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     config = pkg.config.ModelConfig()
-    assert pkg.serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = pkg.serve.export_model(model, config, tmp_path / "model.pt2")
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, tmp_path / "model.pt2")
     assert (result.format, result.fallback_reason) == ("torch.export", "")
     assert result.max_abs_diff <= 1e-5

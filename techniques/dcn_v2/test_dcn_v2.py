@@ -6,45 +6,15 @@ from typing import Any
 
 import torch
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
 
 
-def spec(**params: Any) -> dict[str, Any]:
-    """A small model with dcn_v2 applied with `params`: F = 3, D = 16, N = 2, T = 1."""
-    return {
-        "model_name": "dcn_v2_probe",
-        "description": "Probe model of the dcn_v2 technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-            {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "dcn_v2", "params": params}],
-        "hyperparameters": {},
-    }
-
-
 def build(tmp_path: Path, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(**params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
-
-
-def random_inputs(config: Any) -> tuple[torch.Tensor, dict, dict]:
-    """Random dense features and one id per sparse feature and example (two for multi-valued)."""
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values, offsets = {}, {}
-    for feature in config.sparse_features:
-        per_example = 2 if feature.multi_valued else 1
-        values[feature.name] = torch.randint(feature.cardinality, (BATCH * per_example,))
-        offsets[feature.name] = torch.arange(0, BATCH * per_example, per_example)
-    return dense, values, offsets
+    """The probe model (F = 3, D = 16, N = 2, T = 1) with dcn_v2 applied with `params`."""
+    return build_probe(probe_spec("dcn_v2", params), tmp_path)
 
 
 def test_golden_and_idempotent() -> None:
@@ -71,7 +41,8 @@ def test_output_dim_is_width_of_x0_and_model_runs(tmp_path: Path) -> None:
     assert x0_width == 16 + 3 * 16
     assert model.interaction_arch.output_dim == x0_width
 
-    logits = model(*random_inputs(config))
+    batch = random_batch(config, BATCH)
+    logits = model(batch.dense, batch.sparse)
     assert logits.shape == (BATCH, 1)
     logits.sum().backward()
     for layer in model.interaction_arch.cross_layers:

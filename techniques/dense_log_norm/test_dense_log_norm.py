@@ -9,26 +9,15 @@ import pytest
 import torch
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, probe_spec
 
 HERE = Path(__file__).parent
 
 
 def spec() -> dict[str, Any]:
-    """A small model with three dense features and dense_log_norm applied."""
-    return {
-        "model_name": "dense_log_norm_probe",
-        "description": "Probe model of the dense_log_norm technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 8, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 8, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "price_usd"}, {"name": "watch_time_s"}, {"name": "balance_delta"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "dense_log_norm", "params": {}}],
-        "hyperparameters": {},
-    }
+    """The probe model with three dense features and dense_log_norm applied."""
+    dense = [{"name": "price_usd"}, {"name": "watch_time_s"}, {"name": "balance_delta"}]
+    return probe_spec("dense_log_norm", dense_features=dense)
 
 
 @pytest.fixture(scope="module")

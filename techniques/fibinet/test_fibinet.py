@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import serve
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
@@ -18,39 +19,14 @@ PAIRS = list(combinations(range(F), 2))  # (0, 1), (0, 2), .., (2, 3): P = 6
 
 
 def spec(**params: Any) -> dict[str, Any]:
-    """A small model with fibinet applied with `params`: F = 4, D = 16, N = 2, T = 1."""
-    return {
-        "model_name": "fibinet_probe",
-        "description": "Probe model of the fibinet technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-            {"name": "advertiser_id", "cardinality": 50, "embedding_dim": 8, "multi_valued": False},
-            {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "fibinet", "params": params}],
-        "hyperparameters": {},
-    }
+    """The probe model with a fourth sparse feature (F = 4, D = 16, N = 2, T = 1), fibinet applied with `params`."""
+    sparse = probe_spec()["sparse_features"]
+    advertiser = {"name": "advertiser_id", "cardinality": 50, "embedding_dim": 8, "multi_valued": False}
+    return probe_spec("fibinet", params, sparse_features=[*sparse[:2], advertiser, sparse[2]])
 
 
 def build(tmp_path: Path, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(**params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
-
-
-def random_inputs(config: Any) -> tuple[torch.Tensor, dict, dict]:
-    """Random dense features and one id per sparse feature and example (two for multi-valued)."""
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values, offsets = {}, {}
-    for feature in config.sparse_features:
-        per_example = 2 if feature.multi_valued else 1
-        values[feature.name] = torch.randint(feature.cardinality, (BATCH * per_example,))
-        offsets[feature.name] = torch.arange(0, BATCH * per_example, per_example)
-    return dense, values, offsets
+    return build_probe(spec(**params), tmp_path)
 
 
 def count(module: torch.nn.Module) -> int:
@@ -101,7 +77,8 @@ def test_defaults_and_params(tmp_path: Path) -> None:
 def test_output_dim_and_model_runs(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     assert model.interaction_arch.output_dim == D + 2 * len(PAIRS) * D
-    logits = model(*random_inputs(pkg.config.ModelConfig()))
+    batch = random_batch(pkg.config.ModelConfig(), BATCH)
+    logits = model(batch.dense, batch.sparse)
     assert logits.shape == (BATCH, 1)
     logits.sum().backward()
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
@@ -170,7 +147,7 @@ def test_arch_concatenates_dense_and_both_crosses(tmp_path: Path) -> None:
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     config = pkg.config.ModelConfig()
-    assert pkg.serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = pkg.serve.export_model(model, config, tmp_path / "model.pt2")
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, tmp_path / "model.pt2")
     assert (result.format, result.fallback_reason) == ("torch.export", "")
     assert result.max_abs_diff <= 1e-5

@@ -6,46 +6,34 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import serve
+from smt_runtime.batch import sparse_input
+from torchrec import KeyedJaggedTensor
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, build_probe, probe_spec
 
 HERE = Path(__file__).parent
 F, D = 3, 16
 
 
 def spec(**params: Any) -> dict[str, Any]:
-    """A small model with field_dropout applied with `params`: F = 3, D = 16, N = 2, T = 1."""
-    return {
-        "model_name": "field_dropout_probe",
-        "description": "Probe model of the field_dropout technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-            {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "field_dropout", "params": params}],
-        "hyperparameters": {},
-    }
+    """The probe model (F = 3, D = 16, N = 2, T = 1) with field_dropout applied with `params`."""
+    return probe_spec("field_dropout", params)
 
 
 def build(tmp_path: Path, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(**params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
+    return build_probe(spec(**params), tmp_path)
 
 
-def same_example_inputs(config: Any, batch: int) -> tuple[dict, dict]:
+def same_example_inputs(config: Any, batch: int) -> KeyedJaggedTensor:
     """One fixed example (two ids for multi-valued features) repeated batch times."""
-    values, offsets = {}, {}
+    ids, lengths = {}, {}
     for feature in config.sparse_features:
-        ids = [3, 7] if feature.multi_valued else [5]
-        values[feature.name] = torch.tensor(ids * batch)
-        offsets[feature.name] = torch.arange(0, batch * len(ids), len(ids))
-    return values, offsets
+        example = [3, 7] if feature.multi_valued else [5]
+        ids[feature.name] = torch.tensor(example * batch)
+        lengths[feature.name] = torch.full((batch,), len(example))
+    return sparse_input(ids, lengths)
 
 
 def test_golden_and_idempotent() -> None:
@@ -72,20 +60,20 @@ def test_rate_default_and_param(tmp_path: Path) -> None:
 def test_eval_mode_is_the_plain_embedding_lookup(tmp_path: Path) -> None:
     pkg, model = build(tmp_path, rate=0.5)
     arch = model.sparse_arch.eval()
-    values, offsets = same_example_inputs(pkg.config.ModelConfig(), 64)
-    pooled = arch.embedding_tables(values, offsets)
+    sparse = same_example_inputs(pkg.config.ModelConfig(), 64)
+    pooled = arch.embedding_tables(sparse)
     expected = torch.stack([project(x) for project, x in zip(arch.projections, pooled)], dim=1)
-    torch.testing.assert_close(arch(values, offsets), expected)
-    torch.testing.assert_close(arch(values, offsets), arch(values, offsets))
+    torch.testing.assert_close(arch(sparse), expected)
+    torch.testing.assert_close(arch(sparse), arch(sparse))
 
 
 def test_training_drops_whole_fields_per_example_and_rescales_the_rest(tmp_path: Path) -> None:
     rate, batch = 0.3, 20000
     pkg, model = build(tmp_path, rate=rate)
     arch = model.sparse_arch
-    values, offsets = same_example_inputs(pkg.config.ModelConfig(), batch)
-    clean = arch.eval()(values, offsets)
-    out = arch.train()(values, offsets)
+    sparse = same_example_inputs(pkg.config.ModelConfig(), batch)
+    clean = arch.eval()(sparse)
+    out = arch.train()(sparse)
     assert out.shape == (batch, F, D)
 
     dropped = (out == 0).all(dim=-1)  # B X F
@@ -105,24 +93,25 @@ def test_training_drops_whole_fields_per_example_and_rescales_the_rest(tmp_path:
 def test_rate_zero_is_the_identity_in_training(tmp_path: Path) -> None:
     pkg, model = build(tmp_path, rate=0.0)
     arch = model.sparse_arch
-    values, offsets = same_example_inputs(pkg.config.ModelConfig(), 32)
-    torch.testing.assert_close(arch.train()(values, offsets), arch.eval()(values, offsets))
+    sparse = same_example_inputs(pkg.config.ModelConfig(), 32)
+    torch.testing.assert_close(arch.train()(sparse), arch.eval()(sparse))
 
 
 def test_dropped_fields_pass_no_gradient_to_their_embeddings(tmp_path: Path) -> None:
     pkg, model = build(tmp_path, rate=0.5)
     arch = model.sparse_arch.train()
     config = pkg.config.ModelConfig()
-    values, offsets = same_example_inputs(config, 1)
+    sparse = same_example_inputs(config, 1)
+    tables = arch.embedding_tables.collection.embedding_bags
     seen = set()
     for seed in range(8):
         torch.manual_seed(seed)
         arch.zero_grad()
-        out = arch(values, offsets)
+        out = arch(sparse)
         out.sum().backward()
         for field, feature in enumerate(config.sparse_features):
             was_dropped = bool((out[0, field] == 0).all())
-            grad = arch.embedding_tables.tables[feature.name].weight.grad
+            grad = tables[feature.name].weight.grad
             assert bool(grad.abs().sum() == 0) == was_dropped
             seen.add(was_dropped)
     assert seen == {True, False}
@@ -131,7 +120,7 @@ def test_dropped_fields_pass_no_gradient_to_their_embeddings(tmp_path: Path) -> 
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     config = pkg.config.ModelConfig()
-    assert pkg.serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = pkg.serve.export_model(model, config, tmp_path / "model.pt2")
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, tmp_path / "model.pt2")
     assert (result.format, result.fallback_reason) == ("torch.export", "")
     assert result.max_abs_diff <= 1e-5

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import serve
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
@@ -16,39 +17,9 @@ F, D = 3, 16
 IN_DIM = D + F * D  # [dense arch output, flattened sparse]
 
 
-def spec(**params: Any) -> dict[str, Any]:
-    """A small model with finalmlp applied with `params`: F = 3, D = 16, N = 2, T = 1."""
-    return {
-        "model_name": "finalmlp_probe",
-        "description": "Probe model of the finalmlp technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-            {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "finalmlp", "params": params}],
-        "hyperparameters": {},
-    }
-
-
 def build(tmp_path: Path, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(**params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
-
-
-def random_inputs(config: Any) -> tuple[torch.Tensor, dict, dict]:
-    """Random dense features and one id per sparse feature and example (two for multi-valued)."""
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values, offsets = {}, {}
-    for feature in config.sparse_features:
-        per_example = 2 if feature.multi_valued else 1
-        values[feature.name] = torch.randint(feature.cardinality, (BATCH * per_example,))
-        offsets[feature.name] = torch.arange(0, BATCH * per_example, per_example)
-    return dense, values, offsets
+    """The probe model (F = 3, D = 16, N = 2, T = 1) with finalmlp applied with `params`."""
+    return build_probe(probe_spec("finalmlp", params), tmp_path)
 
 
 def count(module: torch.nn.Module) -> int:
@@ -96,7 +67,8 @@ def test_defaults_and_params(tmp_path: Path) -> None:
 def test_model_runs_and_trains_every_parameter(tmp_path: Path) -> None:
     for context in ([], [0]):
         pkg, model = build(tmp_path / str(len(context)), stream1_context=context)
-        logits = model(*random_inputs(pkg.config.ModelConfig()))
+        batch = random_batch(pkg.config.ModelConfig(), BATCH)
+        logits = model(batch.dense, batch.sparse)
         assert logits.shape == (BATCH, 1)
         logits.sum().backward()
         assert [name for name, p in model.named_parameters() if p.grad is None] == []
@@ -183,7 +155,7 @@ def test_bad_heads_and_context_fields_are_refused(tmp_path: Path) -> None:
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     config = pkg.config.ModelConfig()
-    assert pkg.serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = pkg.serve.export_model(model, config, tmp_path / "model.pt2")
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, tmp_path / "model.pt2")
     assert (result.format, result.fallback_reason) == ("torch.export", "")
     assert result.max_abs_diff <= 1e-5

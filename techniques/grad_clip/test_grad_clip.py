@@ -7,49 +7,40 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import training
+from smt_runtime.distributed import start
+from smt_runtime.sparse import table_parameter_names
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, probe_spec, random_batch
 
 HERE = Path(__file__).parent
+# Below the raw gradient norm of every step of these runs (0.02 to 0.2), so each step is clipped.
+CAP = 0.01
 
 
 def spec(**params: Any) -> dict[str, Any]:
-    """A small two-objective model with grad_clip applied with `params`."""
-    return {
-        "model_name": "grad_clip_probe",
-        "description": "Probe model of the grad_clip technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}, {"name": "conversion", "weight": 0.5}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 8, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 8, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "grad_clip", "params": params}],
-        "hyperparameters": {},
-    }
+    """The probe model with two objectives, grad_clip applied with `params`."""
+    objectives = [{"name": "click", "weight": 1.0}, {"name": "conversion", "weight": 0.5}]
+    return probe_spec("grad_clip", params, objectives=objectives)
 
 
-def dense_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Gradients of every parameter but the embedding tables (whose gradients are sparse)."""
-    return {
-        name: p.grad for name, p in model.named_parameters() if p.grad is not None and not p.grad.is_sparse
-    }
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The gradients the model's parameters hold."""
+    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
 def total_norm(model: torch.nn.Module) -> float:
-    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in dense_grads(model).values()])))
+    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients(model).values()])))
 
 
 def backward_once(pkg: ModuleType, config: Any) -> torch.nn.Module:
-    """A fresh model with the gradients of one batch's loss."""
-    model = pkg.train.build_model(config)
-    table = pkg.data.generate_synthetic(config, 256, seed=0)
-    batch = next(pkg.data.table_to_batches(table, 256))
-    logits = model(batch.dense, batch.sparse_values, batch.sparse_offsets)
-    loss, _ = pkg.train.MultiTaskLoss(config)(logits, batch.labels)
+    """The model as a training run holds it (training.prepare: tables sharded by TorchRec, their
+    optimizer fused into backward), with the gradients of one batch's loss."""
+    prepared = training.prepare(pkg.train.PARTS, config, start("cpu"))
+    batch = random_batch(config, 256)
+    loss, _ = prepared.step_module(batch.dense, batch.sparse, batch.labels)
     loss.backward()
-    return model
+    return prepared.model
 
 
 def test_golden_and_idempotent() -> None:
@@ -61,44 +52,50 @@ def test_default_max_norm(tmp_path: Path) -> None:
 
 
 def test_large_gradients_are_scaled_to_max_norm(tmp_path: Path) -> None:
-    pkg = build_model(spec(max_norm=0.05), tmp_path)
+    pkg = build_model(spec(max_norm=CAP), tmp_path)
     config = pkg.config.ModelConfig()
     model = backward_once(pkg, config)
-    before = {name: p.grad.clone() for name, p in model.named_parameters()}
+    before = {name: grad.clone() for name, grad in gradients(model).items()}
+    # The embedding tables are left out: their fused optimizer updated them inside backward,
+    # and they hold no gradient for the hook to see.
+    tables = table_parameter_names(model)
+    assert len(tables) == len(config.sparse_features) and not tables & before.keys()
+    assert {name for name, _ in model.named_parameters()} - tables == before.keys()
     norm = total_norm(model)
-    assert norm > 0.05  # so the hook has something to clip
+    assert norm > CAP  # so the hook has something to clip
     pkg.train.after_backward(model, config)
-    assert total_norm(model) == pytest.approx(0.05, rel=1e-4)
-    scale = 0.05 / (norm + 1e-6)  # clip_grad_norm_'s coefficient
-    dense = dense_grads(model)
-    assert dense and len(dense) < len(before)  # the embedding tables are left out
-    for name, p in model.named_parameters():
-        expected = before[name] * scale if name in dense else before[name]
-        torch.testing.assert_close(p.grad.to_dense(), expected.to_dense())  # same direction, shorter
+    assert total_norm(model) == pytest.approx(CAP, rel=1e-4)
+    scale = CAP / (norm + 1e-6)  # clip_grad_norm_'s coefficient
+    after = gradients(model)
+    assert after.keys() == before.keys()
+    for name, grad in after.items():
+        torch.testing.assert_close(grad, before[name] * scale)  # same direction, shorter
 
 
 def test_small_gradients_are_left_alone(tmp_path: Path) -> None:
     pkg = build_model(spec(max_norm=1.0e6), tmp_path)
     config = pkg.config.ModelConfig()
     model = backward_once(pkg, config)
-    before = {name: p.grad.clone() for name, p in model.named_parameters()}
+    before = {name: grad.clone() for name, grad in gradients(model).items()}
+    assert before
     pkg.train.after_backward(model, config)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad.to_dense(), before[name].to_dense(), rtol=0, atol=0)
+    after = gradients(model)
+    assert after.keys() == before.keys()
+    for name, grad in after.items():
+        torch.testing.assert_close(grad, before[name], rtol=0, atol=0)
 
 
 def test_every_optimizer_step_sees_clipped_gradients(tmp_path: Path) -> None:
-    pkg = build_model(spec(max_norm=0.05), tmp_path)
-    config = replace(pkg.config.ModelConfig(), train_examples=512, batch_size=64)
-    train = pkg.train
-    model = train.build_model(config)
-    loss_fn = train.MultiTaskLoss(config)
-    optimizer = train.build_optimizer(model, loss_fn, config)
+    pkg = build_model(spec(max_norm=CAP), tmp_path)
+    config = replace(pkg.config.ModelConfig(), train_examples=512, eval_examples=256, batch_size=64)
     norms: list[float] = []
-    optimizer.dense.register_step_pre_hook(lambda opt, args, kwargs: norms.append(total_norm(model)))
-    table = pkg.data.generate_synthetic(config, config.train_examples, seed=0)
-    train.fit(model, loss_fn, optimizer, table, config, 10)
+
+    def watch(prepared: training.Prepared) -> None:
+        hook = lambda optimizer, args, kwargs: norms.append(total_norm(prepared.model))  # noqa: E731
+        prepared.optimizer.dense.register_step_pre_hook(hook)
+
+    pkg.train.train(config, steps=10, on_prepared=watch)
     assert len(norms) == 10
-    assert max(norms) <= 0.05 * (1 + 1e-4)
+    assert max(norms) <= CAP * (1 + 1e-4)
     # Raw gradients of these steps are far larger, so every step was clipped to the cap.
-    assert min(norms) == pytest.approx(0.05, rel=1e-3)
+    assert min(norms) == pytest.approx(CAP, rel=1e-3)

@@ -8,28 +8,17 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import training
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, probe_spec
 
 HERE = Path(__file__).parent
 LR = 0.01
 
 
 def spec(**params: Any) -> dict[str, Any]:
-    """A small one-objective model with lr_warmup_cosine applied with `params`."""
-    return {
-        "model_name": "lr_warmup_cosine_probe",
-        "description": "Probe model of the lr_warmup_cosine technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 8, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 8, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "lr_warmup_cosine", "params": params}],
-        "hyperparameters": {"learning_rate": LR},
-    }
+    """The probe model at learning rate LR with lr_warmup_cosine applied with `params`."""
+    return probe_spec("lr_warmup_cosine", params, hyperparameters={"learning_rate": LR})
 
 
 def schedule_lrs(pkg: ModuleType, total_steps: int, steps: int | None = None) -> list[float]:
@@ -92,32 +81,28 @@ def test_warmup_longer_than_the_run_is_all_warmup(tmp_path: Path) -> None:
     assert lrs == pytest.approx([LR * (k + 1) / 4 for k in range(4)])
 
 
-def test_fit_and_train_step_the_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_sizes_the_schedule_by_its_steps_and_steps_it_with_the_optimizer(tmp_path: Path) -> None:
     pkg = build_model(spec(warmup_steps=3, min_lr_ratio=0.2), tmp_path)
-    config = replace(pkg.config.ModelConfig(), train_examples=512, eval_examples=256, batch_size=64)
-    train = pkg.train
-    model = train.build_model(config)
-    loss_fn = train.MultiTaskLoss(config)
-    optimizer = train.build_optimizer(model, loss_fn, config)
-    used: list[float] = []
-    optimizer.dense.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
-    table = pkg.data.generate_synthetic(config, config.train_examples, seed=0)
-    scheduler = train.build_lr_schedule(optimizer.dense, config, 12)
-    train.fit(model, loss_fn, optimizer, table, config, 12, scheduler)
-    assert used == pytest.approx(schedule_lrs(pkg, total_steps=12))  # one schedule step per optimizer step
-    assert used[0] == pytest.approx(LR / 3) and used[-1] == pytest.approx(0.2 * LR)
-
-    # train() builds the dense optimizer's schedule for its own number of steps and hands it to fit.
+    config = replace(
+        pkg.config.ModelConfig(), train_examples=512, eval_examples=256, batch_size=64, lr_plateau_factor=1.0
+    )
+    # The runtime builds the dense optimizer's schedule for the run's own number of steps.
     calls: list[int] = []
-    real = train.build_lr_schedule
 
     def spy(optimizer: torch.optim.Optimizer, config: Any, total_steps: int) -> Any:
         calls.append(total_steps)
-        return real(optimizer, config, total_steps)
+        return pkg.train.build_lr_schedule(optimizer, config, total_steps)
 
-    monkeypatch.setattr(train, "build_lr_schedule", spy)
-    train.train(config, steps=7)
-    assert calls == [7]
+    used: list[float] = []
+
+    def watch(prepared: training.Prepared) -> None:
+        hook = lambda optimizer, args, kwargs: used.append(optimizer.param_groups[0]["lr"])  # noqa: E731
+        prepared.optimizer.dense.register_step_pre_hook(hook)
+
+    training.train(replace(pkg.train.PARTS, build_lr_schedule=spy), config, steps=12, on_prepared=watch)
+    assert calls == [12]
+    assert used == pytest.approx(schedule_lrs(pkg, total_steps=12))  # one schedule step per optimizer step
+    assert used[0] == pytest.approx(LR / 3) and used[-1] == pytest.approx(0.2 * LR)
 
 
 def test_the_curve_spans_the_planned_epochs_and_continues_on_resume(tmp_path: Path) -> None:
@@ -134,7 +119,7 @@ def test_the_curve_spans_the_planned_epochs_and_continues_on_resume(tmp_path: Pa
         lr_plateau_factor=1.0,
     )
     train = pkg.train
-    data = train.RunData.synthetic(config)
+    data = training.RunData.synthetic(config)
     first = train.train(config, data=data, run_dir=tmp_path / "run")
     assert first.fit.planned_steps == 16  # 2 epochs of 512 / 64 steps
     # Each validation records the rate of the next step: after step 8 of 16, then of 24.

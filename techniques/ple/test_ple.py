@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 import torch
+from smt_runtime import serve
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
@@ -16,38 +17,12 @@ OBJECTIVES = ["click", "conversion", "install"]
 
 
 def spec(**params: Any) -> dict[str, Any]:
-    """A small three-objective model with ple applied with `params`."""
-    return {
-        "model_name": "ple_probe",
-        "description": "Probe model of the ple technique tests.",
-        "objectives": [
-            {"name": "click", "weight": 1.0},
-            {"name": "conversion", "weight": 0.5},
-            {"name": "install", "weight": 0.25},
-        ],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "ple", "params": params}],
-        "hyperparameters": {},
-    }
+    """The probe model with three objectives, ple applied with `params`."""
+    return probe_spec("ple", params, objectives=[{"name": name, "weight": 1.0} for name in OBJECTIVES])
 
 
 def build(tmp_path: Path, **params: Any) -> tuple[ModuleType, torch.nn.Module]:
-    pkg = build_model(spec(**params), tmp_path)
-    torch.manual_seed(0)
-    return pkg, pkg.model.RankingModel(pkg.config.ModelConfig())
-
-
-def random_inputs(config: Any) -> tuple[torch.Tensor, dict, dict]:
-    """Random dense features and one id per sparse feature and example."""
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values = {f.name: torch.randint(f.cardinality, (BATCH,)) for f in config.sparse_features}
-    offsets = {f.name: torch.arange(BATCH) for f in config.sparse_features}
-    return dense, values, offsets
+    return build_probe(spec(**params), tmp_path)
 
 
 def count(module: torch.nn.Module) -> int:
@@ -90,7 +65,8 @@ def test_defaults_and_params(tmp_path: Path) -> None:
 
 def test_model_returns_one_logit_per_objective_and_trains_every_parameter(tmp_path: Path) -> None:
     pkg, model = build(tmp_path, experts_per_task=2, shared_experts=2, expert_dim=8)
-    logits = model(*random_inputs(pkg.config.ModelConfig()))
+    batch = random_batch(pkg.config.ModelConfig(), BATCH)
+    logits = model(batch.dense, batch.sparse)
     assert logits.shape == (BATCH, len(OBJECTIVES))
     assert list(model.task_towers.towers) == OBJECTIVES
     logits.sum().backward()
@@ -169,7 +145,7 @@ def test_one_level_keeps_other_objectives_experts_out_of_a_logit(tmp_path: Path)
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
     config = pkg.config.ModelConfig()
-    assert pkg.serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = pkg.serve.export_model(model, config, tmp_path / "model.pt2")
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, tmp_path / "model.pt2")
     assert (result.format, result.fallback_reason) == ("torch.export", "")
     assert result.max_abs_diff <= 1e-5

@@ -2,35 +2,20 @@
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import torch
+from smt_runtime import training
 
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
 
 
-def spec() -> dict[str, Any]:
-    """A small two-objective model with residual_mlp applied."""
-    return {
-        "model_name": "residual_mlp_probe",
-        "description": "Probe model of the residual_mlp technique tests.",
-        "objectives": [{"name": "click", "weight": 1.0}, {"name": "conversion", "weight": 0.5}],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 8, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "residual_mlp", "params": {}}],
-        "hyperparameters": {},
-    }
-
-
 def build_pkg(tmp_path: Path) -> ModuleType:
-    pkg = build_model(spec(), tmp_path)
+    """The probe model with two objectives and residual_mlp applied."""
+    objectives = [{"name": "click", "weight": 1.0}, {"name": "conversion", "weight": 0.5}]
+    pkg = build_model(probe_spec("residual_mlp", objectives=objectives), tmp_path)
     torch.manual_seed(0)
     return pkg
 
@@ -85,7 +70,7 @@ def test_zeroed_linear_makes_same_width_block_the_identity(tmp_path: Path) -> No
 def test_model_uses_residual_blocks_everywhere_and_runs(tmp_path: Path) -> None:
     pkg = build_pkg(tmp_path)
     config = pkg.config.ModelConfig()
-    model = pkg.model.RankingModel(config)
+    model = training.build_model(pkg.train.PARTS, config)
     # Dense arch, over arch and every tower are built from the residual MLP.
     norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
     expected_layers = (
@@ -98,10 +83,8 @@ def test_model_uses_residual_blocks_everywhere_and_runs(tmp_path: Path) -> None:
     assert model.dense_arch.output_dim == config.embedding_dim
     assert model.over_arch.output_dim == config.over_arch_layers[-1]
 
-    dense = torch.randn(BATCH, len(config.dense_features))
-    values = {f.name: torch.randint(f.cardinality, (BATCH,)) for f in config.sparse_features}
-    offsets = {f.name: torch.arange(BATCH) for f in config.sparse_features}
-    logits = model(dense, values, offsets)
+    batch = random_batch(config, BATCH)
+    logits = model(batch.dense, batch.sparse)
     assert logits.shape == (BATCH, len(config.objectives))
     logits.sum().backward()
     assert all(p.grad is not None for p in model.over_arch.parameters())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model
+from generator.testing import assert_golden, build_model, probe_spec
 
 HERE = Path(__file__).parent
 BATCH = 64
@@ -17,24 +17,11 @@ WEIGHTS = [1.0, 0.5, 2.0]
 
 
 def spec() -> dict[str, Any]:
-    """A small three-objective model with uncertainty_weighting applied."""
-    return {
-        "model_name": "uncertainty_weighting_probe",
-        "description": "Probe model of the uncertainty_weighting technique tests.",
-        "objectives": [
-            {"name": "click", "weight": WEIGHTS[0]},
-            {"name": "conversion", "weight": WEIGHTS[1]},
-            {"name": "install", "weight": WEIGHTS[2]},
-        ],
-        "sparse_features": [
-            {"name": "user_id", "cardinality": 500, "embedding_dim": 8, "multi_valued": False},
-            {"name": "ad_id", "cardinality": 200, "embedding_dim": 8, "multi_valued": False},
-        ],
-        "dense_features": [{"name": "ad_ctr_7d"}],
-        "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-        "techniques": [{"name": "uncertainty_weighting", "params": {}}],
-        "hyperparameters": {},
-    }
+    """The probe model with three objectives of weights WEIGHTS and uncertainty_weighting applied."""
+    names = ["click", "conversion", "install"]
+    return probe_spec(
+        "uncertainty_weighting", objectives=[{"name": n, "weight": w} for n, w in zip(names, WEIGHTS)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +113,11 @@ def test_log_variance_converges_to_its_optimum(pkg: ModuleType) -> None:
     )
 
 
-def test_training_learns_the_log_variances(pkg: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    train = pkg.train
+def test_training_learns_the_log_variances(pkg: ModuleType) -> None:
     config = replace(pkg.config.ModelConfig(), train_examples=1024, eval_examples=256, batch_size=64)
-    made: list[torch.nn.Module] = []
-
-    class Recorded(train.MultiTaskLoss):  # type: ignore[name-defined,misc]
-        def __init__(self, config: Any) -> None:
-            super().__init__(config)
-            made.append(self)
-
-    monkeypatch.setattr(train, "MultiTaskLoss", Recorded)
-    metrics = train.train(config, steps=20).metrics["test"]
-    assert set(metrics) == {"click", "conversion", "install"}
-    (loss_fn,) = made
-    # train() hands the loss's parameters to the optimizer: s_t moved off 0.
+    result = pkg.train.train(config, steps=20)
+    assert set(result.metrics["test"]) == {"click", "conversion", "install"}
+    loss_fn = result.prepared.loss_fn
+    assert isinstance(loss_fn, pkg.train.MultiTaskLoss)
+    # The runtime hands the loss's parameters to the dense optimizer: s_t moved off 0.
     assert (loss_fn.log_variances.detach().abs() > 1e-3).all()

@@ -4,68 +4,48 @@ Shapes: B = batch size, N = number of dense features, d_i = embedding_dim of spa
 feature i (before SparseArch projects it to the model's common width D).
 """
 
-import math
-
 import torch
+from smt_runtime.sparse import table_configs
 from torch import nn
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from .config import ModelConfig
 
 
 class EmbeddingTables(nn.Module):
-    """One embedding table per sparse feature, in config order.
+    """One embedding table per sparse feature, in config order, as one TorchRec
+    EmbeddingBagCollection: in one process it looks the ids up itself; under torchrun,
+    DistributedModelParallel shards its tables across the processes (smt_runtime.sparse).
 
-    A single-valued feature (exactly one id per example) is an nn.Embedding: its
-    lookup is a plain row gather, the cheapest op for the common case, and its
-    sparse_offsets entry (0, 1, ..., B - 1) is not read. A multi-valued feature is
-    an nn.EmbeddingBag that mean-pools its bag of ids. Rows start uniform in
-    [-1/sqrt(cardinality), 1/sqrt(cardinality)], like TorchRec's default. Both kinds
-    have sparse gradients: a training step touches only the rows its batch used.
+    A single-valued feature's bag holds one id (sum pooling: the id's row); a
+    multi-valued feature's bag is mean-pooled (an empty bag gives zeros). Rows start
+    uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)], TorchRec's default, drawn
+    the same way however the tables are sharded (smt_runtime.sparse.init_tables).
 
     Args:
         config: the model's ModelConfig; reads config.sparse_features.
+        device: where the tables are created; "meta" leaves them unallocated, for
+            DistributedModelParallel to allocate each process's shards.
 
     Call Args:
-        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch
-            (B ids for a single-valued feature).
-        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+        features: KeyedJaggedTensor with one key per sparse feature (config order).
 
     Returns:
         list of F tensors, the i-th of shape B X d_i.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
-        self.tables = nn.ModuleDict()
-        for feature in config.sparse_features:
-            table: nn.Embedding | nn.EmbeddingBag
-            if feature.multi_valued:
-                table = nn.EmbeddingBag(
-                    feature.cardinality,
-                    feature.embedding_dim,
-                    mode="mean",
-                    sparse=True,
-                )
-            else:
-                table = nn.Embedding(
-                    feature.cardinality, feature.embedding_dim, sparse=True
-                )
-            bound = 1.0 / math.sqrt(feature.cardinality)
-            nn.init.uniform_(table.weight, -bound, bound)
-            self.tables[feature.name] = table
+        self.names = [feature.name for feature in config.sparse_features]
+        self.collection = EmbeddingBagCollection(
+            table_configs(config), device=torch.device(device or "cpu")
+        )
 
-    def forward(
-        self,
-        sparse_values: dict[str, torch.Tensor],
-        sparse_offsets: dict[str, torch.Tensor],
-    ) -> list[torch.Tensor]:
-        pooled = []
-        for name, table in self.tables.items():
-            if isinstance(table, nn.EmbeddingBag):
-                pooled.append(table(sparse_values[name], sparse_offsets[name]))
-            else:
-                pooled.append(table(sparse_values[name]))
-        return pooled
+    def forward(self, features: KeyedJaggedTensor) -> list[torch.Tensor]:
+        pooled = self.collection(features).to_dict()
+        return [pooled[name] for name in self.names]
 
 
 class DensePreprocessor(nn.Module):

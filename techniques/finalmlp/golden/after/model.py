@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torchrec import KeyedJaggedTensor
 
 from .config import ModelConfig
 from .features import DensePreprocessor, EmbeddingTables
@@ -98,18 +99,21 @@ class SparseArch(nn.Module):
     Args:
         config: the model's ModelConfig; reads config.sparse_features and
             config.embedding_dim.
+        table_device: where EmbeddingTables creates its tables ("meta": unallocated,
+            for DistributedModelParallel to shard).
 
     Call Args:
-        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
-        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+        sparse: KeyedJaggedTensor with one key per sparse feature (config order).
 
     Returns:
         tensor of shape B X F X D.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, table_device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
-        self.embedding_tables = EmbeddingTables(config)
+        self.embedding_tables = EmbeddingTables(config, table_device)
         self.projections = nn.ModuleList(
             (
                 nn.Identity()
@@ -120,12 +124,8 @@ class SparseArch(nn.Module):
         )
         self.postprocessor = EmbeddingPostprocessor(config)
 
-    def forward(
-        self,
-        sparse_values: dict[str, torch.Tensor],
-        sparse_offsets: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        pooled = self.embedding_tables(sparse_values, sparse_offsets)
+    def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        pooled = self.embedding_tables(sparse)
         # An Identity is skipped rather than called: at serving batch sizes a module
         # call costs about as much as a small op.
         projected = [
@@ -404,39 +404,36 @@ class RankingModel(nn.Module):
     """Multi-objective ranking model: SparseArch and DenseArch, InteractionArch,
     OverArch, TaskTowers, plus one output bias per objective.
 
-    The output bias is 0 here; a training run (train.train) starts it where the
-    model's mean prediction over the first training batches equals the train split's
-    label rate (train.init_output_bias), so the model predicts each objective's base
+    The output bias is 0 here; a training run starts it where the model's mean
+    prediction over the first training batches equals the train split's label rate
+    (smt_runtime.training.init_output_bias), so the model predicts each objective's base
     rate from step 0, whatever TaskTowers is.
 
     Args:
         config: the model's ModelConfig.
+        table_device: where the embedding tables are created (see SparseArch).
 
     Call Args:
         dense: tensor of shape B X N.
-        sparse_values: feature name -> 1-D int64 ids, concatenated over the batch.
-        sparse_offsets: feature name -> 1-D int64 of length B, bag start offsets.
+        sparse: KeyedJaggedTensor with one key per sparse feature (config order).
 
     Returns:
         logits, tensor of shape B X T (objective order of config).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, table_device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
-        self.sparse_arch = SparseArch(config)
+        self.sparse_arch = SparseArch(config, table_device)
         self.dense_arch = DenseArch(config)
         self.interaction_arch = InteractionArch(config, self.dense_arch.output_dim)
         self.over_arch = OverArch(config, self.interaction_arch.output_dim)
         self.task_towers = TaskTowers(config, self.over_arch.output_dim)
         self.output_bias = nn.Parameter(torch.zeros(config.num_objectives))
 
-    def forward(
-        self,
-        dense: torch.Tensor,
-        sparse_values: dict[str, torch.Tensor],
-        sparse_offsets: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        embedded = self.sparse_arch(sparse_values, sparse_offsets)
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        embedded = self.sparse_arch(sparse)
         dense_out = self.dense_arch(dense)
         interacted = self.interaction_arch(dense_out, embedded)
         shared = self.over_arch(interacted)
