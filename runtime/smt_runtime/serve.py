@@ -108,13 +108,9 @@ class ServingModel(nn.Module):
     TorchRec's KeyedJaggedTensor parts (config.sparse_features' order), so a server
     needs no TorchRec objects to call it.
 
-    Call Args:
-        dense: tensor of shape B X N.
-        values: 1-D int64, every example's ids of the first feature, then the second's...
-        lengths: 1-D int64 of length F * B, each example's id count per feature.
-
-    Returns:
-        logits, tensor of shape B X T.
+    Called with dense (B X N), values (1-D int64: every example's ids of the first
+    feature, then the second's...) and lengths (1-D int64 of length F * B: each example's
+    id count per feature), it returns the logits, B X T.
     """
 
     def __init__(self, model: nn.Module, config: ModelConfigBase) -> None:
