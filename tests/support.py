@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("generator", "template_repo", "techniques", "generated")
-IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "runs")
+COPIED = ("generator", "runtime", "template_repo", "techniques", "generated")
+IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "runs", "*.egg-info")
 # A render cache filled once per test session by `smt check` on a copy of the committed repository
 # (conftest.py). The cache is content-addressed (generator/cache.py: its keys hash every input,
 # never a path), so in a copy it only answers for models and files exactly as committed; any change
