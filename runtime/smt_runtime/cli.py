@@ -18,7 +18,8 @@ Commands:
 
 Bad input (a missing or corrupt file, data that does not match the spec, a checkpoint
 of another model, an output path that exists or cannot be written, a count below 1)
-prints one line and exits with status 2, before anything is written.
+prints one line and exits with status 2, before anything is written. Under torchrun every
+process meets the same bad input (same arguments, files and plan) and rank 0 prints the line.
 """
 
 import argparse
@@ -59,7 +60,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (argparse's own adds the usage text)."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n" if _prints_errors() else None)
+
+
+def _prints_errors(error: BaseException | None = None) -> bool:
+    """Whether this process prints a bad-input error: under torchrun every rank meets the same
+    one, and rank 0 alone prints it (one line, not one per process); an OSError may be this
+    machine's own (a full disk), so every rank prints that."""
+    return os.environ.get("RANK", "0") == "0" or isinstance(error, OSError)
 
 
 def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
@@ -348,7 +356,8 @@ def _run(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase) -
             # the OS's own error (permission, disk full, a folder in the way)
             where = f"{error.filename}: " if error.filename else ""
             message = f"{where}{error.strerror or message}; check the path, its permissions and" " free space"
-        print(f"{config.model_name}: error: {message}", file=sys.stderr)
+        if _prints_errors(error):
+            print(f"{config.model_name}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

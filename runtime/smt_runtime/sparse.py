@@ -223,8 +223,12 @@ def plan_sharding(
     world_size: int,
     device: torch.device,
 ) -> ShardingPlan:
-    """TorchRec's planner's plan for module's tables over world_size ranks, every rank
-    computing the same plan (collective_plan)."""
+    """TorchRec's planner's plan for module's tables over world_size ranks: rank 0 plans and
+    every rank gets its plan.
+
+    Raises:
+        ValueError: on every rank, in one line, when no plan fits the sharding options.
+    """
     kernels = {"data_parallel": "dense"}
     constraints = {
         name: ParameterConstraints(
@@ -237,15 +241,23 @@ def plan_sharding(
         caps["hbm_cap" if device.type == "cuda" else "ddr_cap"] = sharding.max_rank_memory
     topology = Topology(world_size=world_size, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), compute_device=device.type, **caps)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    try:
-        return planner.collective_plan(module, [EmbeddingBagSharder()], dist.GroupMember.WORLD)
-    except Exception as error:  # the planner's errors (no plan fits the budget) span pages
-        first = " ".join(str(error).split())[:300]
+    # Rank 0 plans and hands every rank the plan or its failure (TorchRec's collective_plan
+    # broadcasts only a plan: when rank 0's planning failed, the other ranks waited for it forever).
+    outcome: list[ShardingPlan | str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome = [planner.plan(module, [EmbeddingBagSharder()])]
+        except Exception as error:  # the planner's errors (no plan fits the budget) span pages
+            outcome = [f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"]
+    if world_size > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], str):
         raise ValueError(
             f"TorchRec's planner found no {sharding.strategy} plan for {world_size} rank(s)"
             f"{'' if sharding.max_rank_memory is None else f' within {sharding.max_rank_memory:,} bytes per rank'}"
-            f" ({type(error).__name__}: {first}); raise --max-rank-memory, add processes or choose another --sharding"
-        ) from None
+            f" ({outcome[0]}); raise --max-rank-memory, add processes or choose another --sharding"
+        )
+    return outcome[0]
 
 
 def shard(module: nn.Module, plan: ShardingPlan, device: torch.device, world_size: int) -> DistributedModelParallel:
