@@ -825,8 +825,15 @@ def build_model(parts: ModelParts, config: ModelConfigBase | None = None) -> nn.
     """A freshly initialised, unsharded RankingModel of parts: the same config.seed
     gives the same weights as a training run starts from."""
     config = config or parts.config()
+    # A run builds its model with tables on the meta device (prepare), which draw no random
+    # numbers; tables built here would, and shift every dense weight drawn after them.
     torch.manual_seed(config.seed)
+    start = parts.model(config, "meta").state_dict()
     model = parts.model(config)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if not start[name].is_meta:
+                value.copy_(start[name])
     init_tables(model, config, config.seed)
     return model
 
@@ -877,6 +884,10 @@ def train(
     runtime = runtime or start("cpu")
     if data is None:
         data = RunData.synthetic(config)
+    for split in ("train", "valid", "test"):  # every process reads a part of every split
+        rows = getattr(data, split).num_rows
+        if rows < runtime.world_size:
+            raise ValueError(f"the {split} split holds {rows} example(s); a run needs at least {runtime.world_size} (one per process)")
     prepared = prepare(parts, config, runtime, sharding, model)
     if on_prepared is not None:
         on_prepared(prepared)
