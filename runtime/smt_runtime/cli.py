@@ -85,7 +85,8 @@ def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter for this run (repeatable; recorded in metrics.json)",
+        help="override a hyperparameter, or a technique's param as TECHNIQUE.PARAM=VALUE, for"
+        " this run (repeatable; recorded in metrics.json)",
     )
     run.add_argument(
         "--threads",

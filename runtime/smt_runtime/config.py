@@ -5,6 +5,7 @@ base of every generated ``ModelConfig``, with the command line's ``--set`` overr
 The values themselves live in each model's generated ``config.py``.
 """
 
+import dataclasses
 import json
 import typing
 from dataclasses import dataclass, replace
@@ -85,26 +86,52 @@ class ModelConfigBase:
     def with_overrides(self, assignments: list[str]) -> Self:
         """This config with hyperparameters changed by KEY=VALUE assignments (the
         command line's --set); VALUE is JSON (e.g. 0.5, [64, 32], true), or a plain
-        string for text fields.
+        string for text fields. KEY is a hyperparameter (HYPERPARAMETERS) or a technique's
+        param, TECHNIQUE.PARAM (e.g. dcn_v2.num_cross_layers), checked like the spec checks
+        it: its type, and the bounds and choices of the technique's technique.yml, which
+        the generated Params records carry as field metadata.
 
         Raises:
             ValueError: in one line, for an unknown key or a value of the wrong type
                 or outside the hyperparameter's range.
         """
-        changes = {}
+        changes: dict[str, typing.Any] = {}
+        techniques = self.technique_params()
         for assignment in assignments:
             key, sep, text = assignment.partition("=")
-            key = key.strip()
-            if not sep or key not in HYPERPARAMETERS:
+            key, text = key.strip(), text.strip()
+            technique, dot, param = key.partition(".")
+            if sep and dot and technique in techniques:
+                record = changes.get(technique, techniques[technique])
+                changes[technique] = replace(record, **{param: _parse_param(key, text, record, param)})
+            elif sep and dot:
+                names = ", ".join(techniques) or "none"
+                raise ValueError(
+                    f"--set {assignment!r}: {technique!r} is not a technique with params of"
+                    f" {self.model_name}; use TECHNIQUE.PARAM=VALUE with TECHNIQUE one of {names}"
+                )
+            elif sep and key in HYPERPARAMETERS:
+                changes[key] = _parse_value(key, text, getattr(self, key))
+            else:
                 known = ", ".join(sorted(HYPERPARAMETERS))
                 raise ValueError(
                     f"--set {assignment!r}: unknown hyperparameter {key!r}; use KEY=VALUE"
-                    f" with KEY one of {known}"
+                    f" with KEY one of {known}, or TECHNIQUE.PARAM"
                 )
-            changes[key] = _parse_value(key, text.strip(), getattr(self, key))
         if "label_rates" in changes and len(changes["label_rates"]) != self.num_objectives:
             raise ValueError(f"--set label_rates: give {self.num_objectives} rate(s), one per objective")
         return replace(self, **changes)
+
+    def technique_params(self) -> dict[str, typing.Any]:
+        """technique -> its params for this model: the fields holding a record that the
+        model's own config module defines (one per technique with params, e.g.
+        ``dcn_v2: DcnV2Params``), unlike the runtime's record types (serving, synthetic)."""
+        return {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)  # type: ignore[arg-type]
+            if dataclasses.is_dataclass(getattr(self, item.name))
+            and type(getattr(self, item.name)).__module__ == type(self).__module__
+        }
 
     @property
     def num_objectives(self) -> int:
@@ -203,3 +230,52 @@ def _parse_value(key: str, text: str, current: typing.Any) -> typing.Any:
     if isinstance(current, float) or key == "embedding_learning_rate":
         return None if value is None else float(value)
     return value
+
+def _parse_param(key: str, text: str, record: typing.Any, param: str) -> typing.Any:
+    """The value of `--set TECHNIQUE.PARAM=text` for the params record, as the spec would
+    take it (generator.engine.technique.Param.coerce), or ValueError."""
+    fields = {item.name: item for item in dataclasses.fields(record)}
+    if param not in fields:
+        technique = key.partition(".")[0]
+        raise ValueError(f"--set {key}={text}: {technique} has no param {param!r}; its params: {', '.join(fields)}")
+    kind = typing.get_type_hints(type(record))[param]
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a bare word, e.g. bilinear_type=field_all
+    bounds = fields[param].metadata
+    is_list = typing.get_origin(kind) is tuple
+    item_kind = typing.get_args(kind)[0] if is_list else kind
+    items = value if is_list and isinstance(value, list) else [value]
+    checked = [_param_item(item_kind, item, bounds) for item in items]
+    if None in checked or is_list != isinstance(value, list):
+        raise ValueError(f"--set {key}={text}: {key} must be {_param_expected(item_kind, bounds, is_list)}")
+    return tuple(checked) if is_list else checked[0]
+
+
+def _param_item(kind: type, value: typing.Any, bounds: typing.Mapping[str, typing.Any]) -> typing.Any:
+    """value as kind within bounds (min, max, choices), or None."""
+    fits = {int: _is_int(value), float: _is_number(value), bool: isinstance(value, bool), str: isinstance(value, str)}
+    if not fits.get(kind, False):
+        return None
+    value = float(value) if kind is float else value
+    if "min" in bounds and value < bounds["min"] or "max" in bounds and value > bounds["max"]:
+        return None
+    if "choices" in bounds and value not in bounds["choices"]:
+        return None
+    return value
+
+
+def _param_expected(kind: type, bounds: typing.Mapping[str, typing.Any], is_list: bool) -> str:
+    """What a technique param must be, in words (e.g. "an integer of at least 1")."""
+    noun = {int: "an integer", float: "a number", bool: "true or false", str: "a word"}[kind]
+    if "choices" in bounds:
+        noun = "one of " + ", ".join(str(choice) for choice in bounds["choices"])
+    elif "min" in bounds and "max" in bounds:
+        noun += f" in [{bounds['min']}, {bounds['max']}]"
+    elif "min" in bounds:
+        noun += f" of at least {bounds['min']}"
+    elif "max" in bounds:
+        noun += f" of at most {bounds['max']}"
+    return f"a list, each item {noun}" if is_list else noun
+

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,9 +26,9 @@ class DcnV2Params:
     """Params of technique dcn_v2 1.0.3 for this model."""
 
     # Number of stacked cross layers.
-    num_cross_layers: int = 2
+    num_cross_layers: int = field(default=2, metadata={"min": 1})
     # 0 = full-rank W (d X d); r > 0 = W = U V^T with U, V of shape d X r.
-    low_rank: int = 16
+    low_rank: int = field(default=16, metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class MmoeParams:
     """Params of technique mmoe 1.0.1 for this model."""
 
     # Number of expert MLPs shared by all objectives.
-    num_experts: int = 3
+    num_experts: int = field(default=3, metadata={"min": 1})
     # Output width of every expert.
-    expert_dim: int = 32
+    expert_dim: int = field(default=32, metadata={"min": 1})
     # Hidden layer sizes of every expert, before its expert_dim output layer.
     expert_layers: tuple[int, ...] = (64,)
 

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,9 +26,9 @@ class DcnV2Params:
     """Params of technique dcn_v2 1.0.3 for this model."""
 
     # Number of stacked cross layers.
-    num_cross_layers: int = 2
+    num_cross_layers: int = field(default=2, metadata={"min": 1})
     # 0 = full-rank W (d X d); r > 0 = W = U V^T with U, V of shape d X r.
-    low_rank: int = 0
+    low_rank: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class FieldDropoutParams:
     """Params of technique field_dropout 1.0.3 for this model."""
 
     # Probability of dropping a sparse field of an example in training; kept fields are scaled by 1 / (1 - rate).
-    rate: float = 0.1
+    rate: float = field(default=0.1, metadata={"min": 0.0, "max": 0.9})
 
 
 @dataclass(frozen=True)

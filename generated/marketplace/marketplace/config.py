@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,15 +26,15 @@ class PleParams:
     """Params of technique ple 1.0.1 for this model."""
 
     # Number of stacked extraction layers; 1 is a single CGC (Customized Gate Control).
-    num_levels: int = 2
+    num_levels: int = field(default=2, metadata={"min": 1, "max": 4})
     # Experts of each objective in every extraction layer.
-    experts_per_task: int = 1
+    experts_per_task: int = field(default=1, metadata={"min": 1})
     # Experts shared by all objectives in every extraction layer.
-    shared_experts: int = 1
+    shared_experts: int = field(default=1, metadata={"min": 1})
     # Output width of every expert.
-    expert_dim: int = 32
+    expert_dim: int = field(default=32, metadata={"min": 1})
     # Hidden layer sizes of every expert, before its expert_dim output layer.
-    expert_layers: tuple[int, ...] = (64,)
+    expert_layers: tuple[int, ...] = field(default=(64,), metadata={"min": 1})
 
 
 @dataclass(frozen=True)

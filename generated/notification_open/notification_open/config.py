@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,9 +26,12 @@ class FibinetParams:
     """Params of technique fibinet 1.0.0 for this model."""
 
     # SENET bottleneck: the excitation MLP is F -> max(1, F // reduction_ratio) -> F.
-    reduction_ratio: int = 3
+    reduction_ratio: int = field(default=3, metadata={"min": 1})
     # Bilinear matrices: field_all = one W for all pairs, field_each = one W_i per field, field_interaction = one W_ij per pair.
-    bilinear_type: str = "field_interaction"
+    bilinear_type: str = field(
+        default="field_interaction",
+        metadata={"choices": ["field_all", "field_each", "field_interaction"]},
+    )
 
 
 @dataclass(frozen=True)

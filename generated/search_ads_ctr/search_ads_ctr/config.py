@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,11 +26,11 @@ class AutointParams:
     """Params of technique autoint 1.0.0 for this model."""
 
     # Number of stacked interacting layers (the paper uses 3).
-    num_layers: int = 2
+    num_layers: int = field(default=2, metadata={"min": 1})
     # Attention heads of every interacting layer.
-    num_heads: int = 2
+    num_heads: int = field(default=2, metadata={"min": 1})
     # Width d' of every head (the paper uses 32); a field leaves each layer num_heads * attention_dim wide.
-    attention_dim: int = 16
+    attention_dim: int = field(default=16, metadata={"min": 1})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,19 +26,19 @@ class FinalmlpParams:
     """Params of technique finalmlp 1.0.0 for this model."""
 
     # Layer sizes of the first MLP stream.
-    stream1_layers: tuple[int, ...] = (64, 32)
+    stream1_layers: tuple[int, ...] = field(default=(64, 32), metadata={"min": 1})
     # Layer sizes of the second MLP stream.
-    stream2_layers: tuple[int, ...] = (32,)
+    stream2_layers: tuple[int, ...] = field(default=(32,), metadata={"min": 1})
     # Sparse fields (indices in config order) whose embeddings condition the first stream's feature gate, e.g. the user fields; empty = a learned context vector.
-    stream1_context: tuple[int, ...] = ()
+    stream1_context: tuple[int, ...] = field(default=(), metadata={"min": 0})
     # Sparse fields (indices in config order) whose embeddings condition the second stream's feature gate, e.g. the item fields; empty = a learned context vector.
-    stream2_context: tuple[int, ...] = ()
+    stream2_context: tuple[int, ...] = field(default=(), metadata={"min": 0})
     # Hidden layer sizes of each feature gate's MLP.
-    gate_layers: tuple[int, ...] = (64,)
+    gate_layers: tuple[int, ...] = field(default=(64,), metadata={"min": 1})
     # Heads of the bilinear fusion; must divide the output width of both streams.
-    num_heads: int = 4
+    num_heads: int = field(default=4, metadata={"min": 1})
     # Outputs of the bilinear fusion: the interaction arch's output width, read by the over arch.
-    fusion_dim: int = 16
+    fusion_dim: int = field(default=16, metadata={"min": 1})
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,11 @@ class LrWarmupCosineParams:
     """Params of technique lr_warmup_cosine 1.1.0 for this model."""
 
     # Share of the run's planned optimizer steps (epochs x steps per epoch, capped by --steps) spent in linear warmup (used when warmup_steps is 0).
-    warmup_fraction: float = 0.05
+    warmup_fraction: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     # Linear warmup length in optimizer steps; 0 = round(warmup_fraction * planned steps of the run).
-    warmup_steps: int = 0
+    warmup_steps: int = field(default=0, metadata={"min": 0})
     # Learning rate of the last step as a fraction of config.learning_rate (the floor of the cosine).
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
 
 
 @dataclass(frozen=True)

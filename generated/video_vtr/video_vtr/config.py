@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,7 +26,7 @@ class GradClipParams:
     """Params of technique grad_clip 1.1.0 for this model."""
 
     # Largest global L2 norm of the model's dense gradients (embedding tables excluded); larger gradients are scaled down to it, direction kept.
-    max_norm: float = 10.0
+    max_norm: float = field(default=10.0, metadata={"min": 1e-06})
 
 
 @dataclass(frozen=True)
