@@ -64,12 +64,18 @@ def _apply_adoption(technique: str, models: list[str] | None, where: str | None,
         verb = "dropped" if drop else "adopted"
         for entry, answers, tree in outcome.changed:
             write(entry.name, entry.directory, tree, adoption.spec_text(entry.name, answers))
-            typer.echo(f"{entry.name}: {verb} {technique}")
+            if entry.name in outcome.param_changes:
+                before, after = outcome.param_changes[entry.name]
+                typer.echo(f"{entry.name}: {technique} {adoption.format_params(before)} -> {adoption.format_params(after)}")
+            else:
+                typer.echo(f"{entry.name}: {verb} {technique}")
     for name, reason in outcome.not_applicable:
         typer.echo(f"{name}: not applicable: {reason}")
     for name, reason in outcome.unchanged:
         typer.echo(f"{name}: unchanged ({reason})")
-    typer.echo(f"{'drop' if drop else 'adopt'}: {len(outcome.changed)} model(s) {verb} {technique}, {len(outcome.not_applicable)} not applicable, {len(outcome.unchanged)} unchanged")
+    retuned = len(outcome.param_changes)
+    changed = f"{len(outcome.changed) - retuned} model(s) {verb} {technique}" + (f", {retuned} changed its params" if retuned else "")
+    typer.echo(f"{'drop' if drop else 'adopt'}: {changed}, {len(outcome.not_applicable)} not applicable, {len(outcome.unchanged)} unchanged")
 
 
 @app.command()
