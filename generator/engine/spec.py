@@ -159,8 +159,9 @@ class SyntheticSpec(_Strict):
     dense_tail: float | None = Field(default=None, gt=0, le=3)  # spread of log(1 + dense value), x the default
     bag_lengths: list[int] | None = Field(default=None, min_length=2, max_length=2)  # [min, max] ids per bag
     test_shift: float | None = Field(default=None, ge=0, le=3)  # covariate shift of the test split
+    popularity_effect: float | None = Field(default=None, ge=0, le=3)  # logit std of effects following id popularity
 
-    @field_validator("dense_cross", "objective_correlation", "label_noise", "dense_tail", "test_shift", mode="before")
+    @field_validator("dense_cross", "objective_correlation", "label_noise", "dense_tail", "test_shift", "popularity_effect", mode="before")
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

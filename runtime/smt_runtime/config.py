@@ -66,6 +66,9 @@ class SyntheticSpec:
     probability that a label is flipped. dense_tail: spread of log(1 + dense value)
     relative to the default (above 1: heavier tails). bag_lengths: fewest and most ids
     of a multi-valued feature. test_shift: covariate shift of the test split.
+    popularity_effect: logit std, over examples, of the part of the per-id effects that
+    follows the ids' log popularity (popular ids more positive, rare and unseen ids
+    systematically lower, as in real logs; 0: effects do not depend on popularity).
     """
 
     crosses: tuple[Cross, ...] = ()
@@ -75,6 +78,7 @@ class SyntheticSpec:
     dense_tail: float = 1.0
     bag_lengths: tuple[int, int] = (1, 5)
     test_shift: float = 0.0
+    popularity_effect: float = 0.0
 
 
 class ModelConfigBase:

@@ -8,6 +8,11 @@ The synthetic world. Logit of objective t for one example:
     weight_t * sum_k u_a(id_a)_k * u_b(id_b)_k * ... / sqrt(K), whose logit std is
     the cross's strength (pairwise for two fields, higher-order for more)
   + dense_cross * weight_t * z_0 * z_1 of the first two dense features
+With config.synthetic.popularity_effect = e > 0, every id's effect also holds
+e * importance_f * z(id), where z is the id's log popularity standardized over the
+examples (popular ids positive, rare ones down to about -2.5), shared by all objectives:
+rare and unseen ids then predict systematically lower rates, which an embedding row
+trained on rare ids (the unknown row, see training.py) can learn.
 Per-id and dense effects are part shared (config.synthetic.objective_correlation of
 their variance) and part specific to each objective, so objectives correlate; cross
 weights are positive for every objective. A label is flipped with probability
@@ -71,6 +76,15 @@ def _shifted_popularity(popularity: np.ndarray, shift: float) -> np.ndarray:
     return flattened / flattened.sum()
 
 
+def _popularity_scores(popularity: np.ndarray) -> np.ndarray:
+    """Each id's log popularity, standardized over examples (mean 0, std 1 when ids are
+    drawn with these probabilities)."""
+    logged = np.log(popularity)
+    mean = np.sum(popularity * logged)
+    std = np.sqrt(np.sum(popularity * (logged - mean) ** 2))
+    return (logged - mean) / std if std > 0 else np.zeros_like(logged)
+
+
 def _label_rates(config: ModelConfigBase) -> np.ndarray:
     rates = np.asarray(config.label_rates, dtype=np.float64)
     if rates.shape != (config.num_objectives,) or not ((rates > 0) & (rates < 1)).all():
@@ -124,6 +138,9 @@ class SyntheticWorld:
             effects[feature.name] = std * _mixed_effects(
                 rng, feature.cardinality, num_objectives, knobs.objective_correlation
             )
+            if knobs.popularity_effect:
+                share = std / SPARSE_EFFECT_STD  # this feature's part of the total effect std
+                effects[feature.name] += knobs.popularity_effect * share * _popularity_scores(popularity[feature.name])[:, None]
         rng = keyed_rng(seed, "weights", *config.objective_names)
         first_cross_weights = rng.uniform(0.5, 1.0, num_objectives)
         num_dense = config.num_dense_features

@@ -150,7 +150,7 @@ class ModelConfig(ModelConfigBase):
         0.05,
     )
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(
             Cross(fields=("app_category", "installed_apps"), strength=1.0),
@@ -162,6 +162,7 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(5, 20),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     dcn_v2: DcnV2Params = DcnV2Params()
     mmoe: MmoeParams = MmoeParams()

@@ -151,7 +151,7 @@ class ModelConfig(ModelConfigBase):
         0.05,
     )
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("seller_id", "listing_tags"), strength=2.0),),
         dense_cross=1.5,
@@ -160,5 +160,6 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     ple: PleParams = PleParams()

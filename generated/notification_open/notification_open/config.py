@@ -118,7 +118,7 @@ class ModelConfig(ModelConfigBase):
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (0.25,)
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("template_id", "hour_of_week"), strength=0.6),),
         dense_cross=0.6,
@@ -127,5 +127,6 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     fibinet: FibinetParams = FibinetParams()

@@ -162,7 +162,7 @@ class ModelConfig(ModelConfigBase):
         0.05,
     )
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("brand_id", "cart_products"), strength=0.6),),
         dense_cross=0.6,
@@ -171,6 +171,7 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     finalmlp: FinalmlpParams = FinalmlpParams()
     lr_warmup_cosine: LrWarmupCosineParams = LrWarmupCosineParams()
