@@ -97,6 +97,8 @@ class Hyperparameters(_Strict):
     lr_plateau_factor: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     calibrate: bool | None = None  # shift each output bias to the validation label rate after training
+    min_count: int | None = Field(default=None, ge=0)  # ids rarer than this in training read the unknown row
+    unknown_dropout: float | None = Field(default=None, ge=0, lt=1)  # share of training lookups read as unknown
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
     @field_validator("label_rates", mode="before")
@@ -125,6 +127,7 @@ class Hyperparameters(_Strict):
         "embedding_regularizer",
         "net_regularizer",
         "lr_plateau_factor",
+        "unknown_dropout",
         mode="before",
     )
     @classmethod
@@ -273,7 +276,7 @@ class ModelSpec(_Strict):
         if parameters > self.serving.max_params:
             raise _FieldProblem(
                 "serving.max_params",
-                f"the embedding tables alone hold {parameters:,} parameters (sum of cardinality x embedding_dim), over the "
+                f"the embedding tables alone hold {parameters:,} parameters (sum of rows x embedding_dim), over the "
                 f"budget of {self.serving.max_params:,}; lower cardinalities or embedding dims, or raise serving.max_params",
             )
         memory = physical_memory_bytes()
@@ -290,8 +293,13 @@ class ModelSpec(_Strict):
 
 
 def embedding_parameters(spec: ModelSpec) -> int:
-    """Parameters of the model's embedding tables: one row of embedding_dim per id."""
-    return sum(feature.cardinality * feature.embedding_dim for feature in spec.sparse_features)
+    """Parameters of the model's embedding tables: one row of embedding_dim per id, and one
+    more, the unknown row, for a feature without a declared unknown id
+    (smt_runtime.config.SparseFeature.num_embeddings)."""
+    return sum(
+        (feature.cardinality + (feature.name not in spec.data.unknown_ids)) * feature.embedding_dim
+        for feature in spec.sparse_features
+    )
 
 
 def physical_memory_bytes() -> int:

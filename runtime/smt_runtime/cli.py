@@ -52,6 +52,7 @@ from .serve import (
 from .parts import ModelParts
 from .sparse import STRATEGIES, Sharding, format_placements, local_table_bytes
 from .training import RunData, build_model, train, unsharded_model
+from .unknown_ids import format_unknown_shares
 
 SPLITS = ("train", "valid", "test")
 
@@ -250,6 +251,12 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
         for split in ("valid", "test"):
             print(f"\n{split} ({getattr(data, split).num_rows} examples):")
             print(format_metrics(result.metrics[split]))
+        unknown = result.unknown_ids
+        print(
+            f"\nunknown rows (min_count {unknown['min_count']}, unknown_dropout"
+            f" {unknown['unknown_dropout']:g}): share of lookups"
+        )
+        print(format_unknown_shares(unknown["share"]))
         print(f"\nrun directory: {run_dir} (metrics.json, checkpoint.pt)")
         if args.export:
             exported = export_model(serving_model(copy.deepcopy(serving)), config, args.export)

@@ -28,7 +28,11 @@ class SparseFeature:
     features a list of ids (mean pooling). column names the feature's column in data
     files ("" = name). unknown_id, when set, is the id of every unknown value: null
     ids are read as it, hashed raw ids avoid it, and its row is an ordinary learned
-    embedding (the vector of "unseen"), not a zero vector.
+    embedding (the vector of "unseen"), not a zero vector. Without one, the table gets
+    one row more than the data's ids, row cardinality, which plays that part
+    (unknown_row, num_embeddings). Ids seen fewer than the config's min_count times in
+    the training split read the unknown row too (smt_runtime.sparse.UnknownIds), so it
+    learns from the rare ids what an unseen one predicts.
     """
 
     name: str
@@ -37,6 +41,18 @@ class SparseFeature:
     multi_valued: bool
     column: str = ""
     unknown_id: int | None = None
+
+    @property
+    def unknown_row(self) -> int:
+        """The row every unknown id of this feature reads: unknown_id when the spec declares
+        one, else the row the runtime reserves past the data's ids, cardinality."""
+        return self.cardinality if self.unknown_id is None else self.unknown_id
+
+    @property
+    def num_embeddings(self) -> int:
+        """Rows of the feature's table: its cardinality, plus the reserved unknown row
+        when the spec declares no unknown id."""
+        return self.cardinality + (self.unknown_id is None)
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,8 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
         "an integer of at least 1",
     ),
     "calibrate": (lambda v: isinstance(v, bool), "true or false"),
+    "min_count": (lambda v: _is_int(v) and v >= 0, "an integer of at least 0 (0: every id keeps its row)"),
+    "unknown_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "label_rates": (
         lambda v: isinstance(v, list) and all(_is_number(r) and 0 < r < 1 for r in v),
         "a list of rates in (0, 1), one per objective",
@@ -234,6 +252,7 @@ def _parse_value(key: str, text: str, current: typing.Any) -> typing.Any:
     if isinstance(current, float) or key == "embedding_learning_rate":
         return None if value is None else float(value)
     return value
+
 
 def _parse_param(key: str, text: str, record: typing.Any, param: str) -> typing.Any:
     """The value of `--set TECHNIQUE.PARAM=text` for the params record, as the spec would

@@ -84,12 +84,14 @@ class EmbeddingBagSharder(EmbeddingBagCollectionSharder):
 
 def table_configs(config: ModelConfigBase) -> list[EmbeddingBagConfig]:
     """One TorchRec table per sparse feature, named after it: sum pooling for a
-    single-valued feature (its one id's row), mean pooling for a multi-valued one."""
+    single-valued feature (its one id's row), mean pooling for a multi-valued one; a
+    feature without a declared unknown id has one row more, its unknown row
+    (SparseFeature.num_embeddings)."""
     return [
         EmbeddingBagConfig(
             name=feature.name,
             embedding_dim=feature.embedding_dim,
-            num_embeddings=feature.cardinality,
+            num_embeddings=feature.num_embeddings,
             feature_names=[feature.name],
             pooling=PoolingType.MEAN if feature.multi_valued else PoolingType.SUM,
         )
@@ -300,7 +302,7 @@ def placements(plan: ShardingPlan, config: ModelConfigBase, notes: dict[str, str
     for feature in config.sparse_features:
         parameter = by_table[feature.name]
         if parameter.sharding_type == "data_parallel":
-            shards = tuple((rank, feature.cardinality, feature.embedding_dim) for rank in range(world_size))
+            shards = tuple((rank, feature.num_embeddings, feature.embedding_dim) for rank in range(world_size))
         else:
             shards = tuple(
                 (shard_metadata.placement.rank(), *shard_metadata.shard_sizes)
@@ -309,7 +311,7 @@ def placements(plan: ShardingPlan, config: ModelConfigBase, notes: dict[str, str
         out.append(
             TablePlacement(
                 feature.name,
-                feature.cardinality,
+                feature.num_embeddings,
                 feature.embedding_dim,
                 parameter.sharding_type,
                 parameter.compute_kernel,
@@ -359,7 +361,8 @@ def _uniform_rows(seed: int, table_index: int, start: int, stop: int, dim: int, 
 def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
     """Set every table's rows uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)]
     (TorchRec's default range), the same values whether the table is whole or sharded, so
-    one process and N processes start from the same model."""
+    one process and N processes start from the same model (a reserved unknown row, past
+    the cardinality, is drawn like the others)."""
     index = {feature.name: i for i, feature in enumerate(config.sparse_features)}
     for prefix, collection in collections(module):
         for name, tensor in collection.state_dict().items():
@@ -373,7 +376,7 @@ def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
                     values = _uniform_rows(seed, index[table], row, row + rows, feature.embedding_dim, bound)
                     piece.tensor.copy_(values[:, column : column + columns])
             else:
-                tensor.copy_(_uniform_rows(seed, index[table], 0, feature.cardinality, feature.embedding_dim, bound))
+                tensor.copy_(_uniform_rows(seed, index[table], 0, feature.num_embeddings, feature.embedding_dim, bound))
 
 
 def local_table_bytes(module: nn.Module) -> int:

@@ -290,6 +290,48 @@ def generate_synthetic(
     return sample_synthetic(config, num_examples, seed, shifted)[0]
 
 
+def cold_start_tables(
+    config: ModelConfigBase, train_examples: int, eval_examples: int, seed: int, max_draws: int = 64
+) -> tuple[pa.Table, pa.Table, pa.Table, str] | None:
+    """A cold start in the model's synthetic world: a train table, and validation and test
+    tables whose ids of one feature (the single-valued feature of most ids, say the users)
+    never occur in the train table, as a time split leaves new users in its later splits.
+
+    The train table is generate_synthetic(config, train_examples, seed); validation and test
+    are the first rows of further samples (seeds seed + 1, ...) whose id of that feature is
+    unseen in training, so their labels follow the world as every other row's. Unseen ids
+    are the world's rare ones: with config.synthetic.popularity_effect above 0 they also
+    predict lower rates, as new and long-tail ids do in real logs.
+
+    Returns:
+        (train, valid, test, feature), or None when max_draws samples of train_examples rows
+        hold fewer than 2 X eval_examples such rows (a feature with few ids).
+    """
+    singles = [f for f in config.sparse_features if not f.multi_valued] or list(config.sparse_features)
+    feature = max(singles, key=lambda f: f.cardinality)
+    train = generate_synthetic(config, train_examples, seed)
+    column = train.column(feature.name).combine_chunks()
+    ids = column.flatten() if pa.types.is_list(column.type) else column
+    seen = np.bincount(ids.to_numpy(), minlength=feature.cardinality) > 0
+    cold: list[pa.Table] = []
+    rows = 0
+    for draw in range(1, max_draws + 1):
+        pool = generate_synthetic(config, train_examples, seed + draw)
+        pool_column = pool.column(feature.name).combine_chunks()
+        if pa.types.is_list(pool_column.type):  # every id of the bag unseen
+            offsets = pool_column.offsets.to_numpy()
+            seen_before = np.concatenate([[0], np.cumsum(seen[pool_column.flatten().to_numpy()])])
+            unseen = seen_before[offsets[1:]] == seen_before[offsets[:-1]]
+        else:
+            unseen = ~seen[pool_column.to_numpy()]
+        cold.append(pool.filter(pa.array(unseen)))
+        rows += int(unseen.sum())
+        if rows >= 2 * eval_examples:
+            both = pa.concat_tables(cold)
+            return train, both.slice(0, eval_examples), both.slice(eval_examples, eval_examples), feature.name
+    return None
+
+
 def _entropy(rate: float) -> float:
     """Logloss of always predicting rate on labels whose mean is rate."""
     if rate <= 0.0 or rate >= 1.0:

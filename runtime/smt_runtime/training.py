@@ -55,6 +55,7 @@ from .sparse import (
     unsharded_state_dict,
     why_replicated,
 )
+from .unknown_ids import known_ids, set_known_ids, unknown_summary
 
 METRICS_FILE = "metrics.json"
 
@@ -671,6 +672,7 @@ class RunResult:
             rate every output bias started from.
         tables: where every embedding table went (the sharding plan).
         prepared: the trained model, sharded, with its optimizers.
+        unknown_ids: what reads the unknown rows (unknown_ids.unknown_summary).
     """
 
     fit: FitResult
@@ -680,6 +682,7 @@ class RunResult:
     tables: list[TablePlacement] = field(default_factory=list)
     prepared: Prepared | None = None
     rank_table_bytes: list[int] = field(default_factory=list)
+    unknown_ids: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model(self) -> nn.Module:
@@ -712,6 +715,7 @@ class RunResult:
             "train_examples_per_second": self.fit.examples_per_second,
             "final_train_loss": self.fit.losses[-1] if self.fit.losses else None,
             "train_label_rates": self.label_rates,
+            "unknown_ids": self.unknown_ids,
             "sharding": {
                 "tables": [asdict(table) for table in self.tables],
                 "rank_table_bytes": self.rank_table_bytes,
@@ -891,6 +895,11 @@ def train(
     prepared = prepare(parts, config, runtime, sharding, model)
     if on_prepared is not None:
         on_prepared(prepared)
+    # Ids rarer than config.min_count in the train split read the unknown row from the first
+    # step on (a resumed run restores the same flags with the model's weights).
+    id_counts = {"train": data.train.id_counts(config), "valid": data.valid.id_counts(config), "test": data.test.id_counts(config)}
+    known = known_ids(id_counts["train"], config)
+    set_known_ids(prepared.model, known, config)
     if resume:
         if run_dir is None:
             raise ValueError("resume needs the run directory of the run to continue")
@@ -929,6 +938,7 @@ def train(
         tables=prepared.tables,
         prepared=prepared,
         rank_table_bytes=gather_values(local_table_bytes(prepared.model), runtime),
+        unknown_ids=unknown_summary(id_counts, known, config),
     )
     if run_dir is not None and runtime.is_main:
         path = Path(run_dir) / METRICS_FILE

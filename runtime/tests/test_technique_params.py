@@ -33,6 +33,8 @@ def test_set_changes_a_technique_param_for_one_run(feed_ctr: Any, packages: Any)
         ("field_dropout.rate=true", "field_dropout.rate must be a number in [0.0, 0.9]"),
         ("field_dropout.ratee=0.2", "field_dropout has no param 'ratee'; its params: rate"),
         ("mmoe.num_experts=2", "'mmoe' is not a technique with params of feed_ctr; use TECHNIQUE.PARAM=VALUE with TECHNIQUE one of dcn_v2, field_dropout"),
+        ("min_count=-1", "min_count must be an integer of at least 0"),
+        ("unknown_dropout=1", "unknown_dropout must be a number in [0, 1)"),
     ],
 )
 def test_a_bad_technique_param_is_refused_in_one_line(feed_ctr: Any, capsys: Any, tmp_path: Path, assignment: str, message: str) -> None:

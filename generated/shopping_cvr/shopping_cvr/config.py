@@ -155,6 +155,11 @@ class ModelConfig(ModelConfigBase):
     # probability on the validation split equals the observed rate
     # (smt_runtime.training.calibrate_output_bias).
     calibrate: bool = True
+    # Ids seen fewer than min_count times in the training split, and in training a random
+    # share unknown_dropout of the lookups, read their feature's unknown row, so that row
+    # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
+    min_count: int = 2
+    unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (
