@@ -183,7 +183,7 @@ def test_batches_are_keyed_jagged_ids_that_torchrec_tables_pool(config: Any, sin
     pooled = tables(batch.sparse).to_dict()
     weights = {name: bag.weight for name, bag in tables.embedding_bags.items()}
     for feature in config.sparse_features:
-        assert tables.embedding_bags[feature.name].weight.shape == (feature.cardinality, feature.embedding_dim)
+        assert tables.embedding_bags[feature.name].weight.shape == (feature.num_embeddings, feature.embedding_dim)
     rows = [weights[multi.name][bag].mean(dim=0) if bag else torch.zeros(multi.embedding_dim) for bag in bags]
     torch.testing.assert_close(pooled[multi.name], torch.stack(rows))
     torch.testing.assert_close(pooled[single.name], weights[single.name][features[single.name].values()])

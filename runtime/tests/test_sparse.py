@@ -96,11 +96,11 @@ def one_step(parts: Any, config: Any) -> Step:
 
 
 def test_tables_are_one_embedding_bag_collection_per_spec(feed_config: Any) -> None:
-    """One table per sparse feature, named after it, of its cardinality and width: a single id
-    is its row (sum), a bag is averaged (mean)."""
+    """One table per sparse feature, named after it, of its cardinality (plus the reserved unknown
+    row) and width: a single id is its row (sum), a bag is averaged (mean)."""
     configs = table_configs(feed_config)
     assert [(c.name, c.feature_names, c.num_embeddings, c.embedding_dim) for c in configs] == [
-        (f.name, [f.name], f.cardinality, f.embedding_dim) for f in feed_config.sparse_features
+        (f.name, [f.name], f.cardinality + 1, f.embedding_dim) for f in feed_config.sparse_features
     ]
     pooling = [PoolingType.MEAN if f.multi_valued else PoolingType.SUM for f in feed_config.sparse_features]
     assert [c.pooling for c in configs] == pooling and PoolingType.MEAN in pooling and PoolingType.SUM in pooling
@@ -165,7 +165,7 @@ def test_a_table_fbgemm_cannot_hold_is_data_parallel_with_a_note(parts: Any, fee
     assert {t.sharding_type for name, t in by_name.items() if name != "advertiser_id"} == {"table_wise"}
     assert type(prepared.optimizer.replicated) is torch.optim.Adagrad
     [replicated] = [p for group in prepared.optimizer.replicated.param_groups for p in group["params"]]
-    assert replicated.shape == (800, 10)
+    assert replicated.shape == (801, 10)  # 800 ids and the unknown row
     step.assert_matches()
     assert "note: advertiser_id is data_parallel: width 10 is not a multiple of 4" in format_placements(prepared.tables, 1)
 
@@ -187,12 +187,12 @@ def test_a_table_fbgemm_cannot_hold_is_data_parallel_with_a_note(parts: Any, fee
 
 def test_the_plan_shows_every_table_and_the_bytes_held(parts: Any, feed_config: Any) -> None:
     prepared = prepare(parts, feed_config, start("cpu"))
-    held = sum(4 * f.cardinality * f.embedding_dim for f in feed_config.sparse_features)
+    held = sum(4 * f.num_embeddings * f.embedding_dim for f in feed_config.sparse_features)
     assert local_table_bytes(prepared.model) == held == sum(table.rank_bytes(0) for table in prepared.tables)
     lines = format_placements(prepared.tables, 1).splitlines()
     assert lines[0].split() == ["table", "rows", "x", "dim", "sharding", "kernel", "rank", "0", "MB"]
     for feature, line in zip(feed_config.sparse_features, lines[1:]):
-        assert line.split()[:5] == [feature.name, f"{feature.cardinality:,}", "x", str(feature.embedding_dim), "table_wise"]
+        assert line.split()[:5] == [feature.name, f"{feature.num_embeddings:,}", "x", str(feature.embedding_dim), "table_wise"]
     assert lines[-1].split() == ["all", "tables", f"{held / 2**20:.2f}"]
 
 
