@@ -153,6 +153,17 @@ class ModelConfigBase:
             and type(getattr(self, item.name)).__module__ == type(self).__module__
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, typing.Any]) -> Self:
+        """The config whose dataclasses.asdict is data (best.pt keeps one): records and
+        tuples of records rebuilt from the fields' types; a field data lacks keeps its
+        default.
+
+        Raises:
+            ValueError: data names a field the config (or one of its records) lacks.
+        """
+        return _from_dict(cls, data)
+
     @property
     def num_objectives(self) -> int:
         """T: number of objectives."""
@@ -302,3 +313,19 @@ def _param_expected(kind: type, bounds: typing.Mapping[str, typing.Any], is_list
         noun += f" of at most {bounds['max']}"
     return f"a list, each item {noun}" if is_list else noun
 
+
+def _from_dict(kind: typing.Any, value: typing.Any) -> typing.Any:
+    """value (from dataclasses.asdict) rebuilt as kind: a dataclass, a tuple of them, or as is."""
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        names = {item.name for item in dataclasses.fields(kind)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"{kind.__name__} has no field {unknown[0]!r}")
+        return kind(**{name: _from_dict(hints[name], item) for name, item in value.items()})
+    if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
+        arguments = typing.get_args(kind)
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return tuple(_from_dict(arguments[0], item) for item in value)
+        return tuple(_from_dict(argument, item) for argument, item in zip(arguments, value))
+    return value

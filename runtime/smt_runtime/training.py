@@ -19,6 +19,7 @@ Shapes: B = batch size, T = number of objectives.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -673,6 +674,8 @@ class RunResult:
         tables: where every embedding table went (the sharding plan).
         prepared: the trained model, sharded, with its optimizers.
         unknown_ids: what reads the unknown rows (unknown_ids.unknown_summary).
+        best_state: on rank 0, the model's state dict with every table whole: the best
+            weights after calibration, what best.pt holds (None on other ranks).
     """
 
     fit: FitResult
@@ -683,6 +686,7 @@ class RunResult:
     prepared: Prepared | None = None
     rank_table_bytes: list[int] = field(default_factory=list)
     unknown_ids: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -939,13 +943,95 @@ def train(
         prepared=prepared,
         rank_table_bytes=gather_values(local_table_bytes(prepared.model), runtime),
         unknown_ids=unknown_summary(id_counts, known, config),
+        best_state=unsharded_state_dict(prepared.model),  # every rank takes part; rank 0 gets it
     )
     if run_dir is not None and runtime.is_main:
         path = Path(run_dir) / METRICS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoints.save_best(Path(run_dir), best_checkpoint(result, config, overrides, sharding, data))
         summary = result.summary(config, runtime, overrides)
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return result
+
+
+def best_checkpoint(
+    result: RunResult,
+    config: ModelConfigBase,
+    overrides: dict[str, str] | None,
+    sharding: Sharding,
+    data: RunData,
+) -> dict[str, Any]:
+    """What best.pt holds (checkpoint.save_best): the model's best weights after calibration,
+    every table whole (result.best_state), and what rebuilds and re-scores it exactly: the
+    config as trained (ModelConfigBase.from_dict), the sharding options, the test split's
+    raw-id hashing, the --set overrides, the best step and the metrics it scored."""
+    from . import __version__  # noqa: PLC0415 - the package's own metadata
+
+    return {
+        "format": checkpoints.BEST_FORMAT,
+        "model_name": config.model_name,
+        "runtime_version": __version__,
+        "config": asdict(config),
+        "overrides": overrides or {},
+        "sharding": asdict(sharding),
+        "hash_raw_ids": sorted(data.test.hash_raw_ids) if not isinstance(data.test.hash_raw_ids, bool) else data.test.hash_raw_ids,
+        "best_step": result.fit.best_step,
+        "metrics": result.metrics,
+        "state": result.best_state,
+    }
+
+
+@dataclass
+class Restored:
+    """A model restored from best.pt (restore_best_checkpoint).
+
+    Attributes:
+        config: the config the run trained with.
+        model: the unsharded model holding best.pt's weights, in eval mode.
+        saved: best.pt's other entries (best_checkpoint).
+    """
+
+    config: ModelConfigBase
+    model: nn.Module
+    saved: dict[str, Any]
+
+
+def restore_best_checkpoint(parts: ModelParts, path: str | Path) -> Restored:
+    """The model of best.pt at path (a run directory names its best.pt).
+
+    Raises:
+        FileNotFoundError: no best.pt there.
+        ValueError: in one line, for an unreadable file, another model's, or weights that do
+            not fit this package's model.
+    """
+    config_class = parts.config
+    saved = checkpoints.read_best(Path(path), parts.config().model_name)
+    try:
+        config = config_class.from_dict(saved["config"])
+        model = parts.model(config)
+        model.load_state_dict(saved["state"])
+    except _MISFIT as error:
+        raise ValueError(
+            f"{path}: its weights do not fit this package's model ({checkpoints.first_line(error)});"
+            " evaluate it with the version of the package that trained it"
+        ) from None
+    return Restored(config, model.eval(), saved)
+
+
+def evaluate_checkpoint(
+    parts: ModelParts,
+    restored: Restored,
+    data: Examples,
+    runtime: Runtime,
+) -> Metrics:
+    """metrics.py's metrics of best.pt's model on data, computed as the run computed its test
+    metrics: the model sharded the same way (best.pt's sharding options), through the same
+    DistributedModelParallel kernels, in batches of config.batch_size. For the run's test
+    split and number of processes they equal metrics.json's test metrics exactly."""
+    saved = restored.saved["sharding"]
+    sharding = Sharding(saved["strategy"], saved["max_rank_memory"])
+    prepared = prepare(parts, restored.config, runtime, sharding, copy.deepcopy(restored.model))
+    return evaluate(prepared.model, data, restored.config, runtime)
 
 
 def unsharded_model(parts: ModelParts, config: ModelConfigBase, model: nn.Module, runtime: Runtime) -> nn.Module | None:

@@ -1,10 +1,12 @@
 """Per-run technique params (issue 21, item 3): `--set TECHNIQUE.PARAM=VALUE` changes a technique's
 param for one run, checked like the spec checks it (type, and the bounds and choices that
 technique.yml gives and the generated Params records carry as field metadata); a bad one is one
-line with exit 2 before anything is written. On feed_ctr (dcn_v2, field_dropout) and app_install (dcn_v2, mmoe, ...)."""
+line with exit 2 before anything is written. Also: a config survives best.pt's round trip
+(ModelConfigBase.from_dict). On feed_ctr (dcn_v2, field_dropout) and app_install (dcn_v2, mmoe, ...)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ from smt_runtime.training import train
 
 def test_set_changes_a_technique_param_for_one_run(feed_ctr: Any, packages: Any) -> None:
     config = feed_ctr.train.PARTS.config()
-    changed = config.with_overrides(["dcn_v2.num_cross_layers=1", "field_dropout.rate=0.25", "dcn_v2.low_rank=4"])
-    assert (changed.dcn_v2.num_cross_layers, changed.dcn_v2.low_rank, changed.field_dropout.rate) == (1, 4, 0.25)
+    changed = config.with_overrides(["dcn_v2.num_cross_layers=1", "field_dropout.rate=0.25", "dcn_v2.low_rank=4", "min_count=3"])
+    assert (changed.dcn_v2.num_cross_layers, changed.dcn_v2.low_rank, changed.field_dropout.rate, changed.min_count) == (1, 4, 0.25, 3)
     assert config.dcn_v2.num_cross_layers == 2  # the spec's config is untouched
     app = packages["app_install"].train.PARTS.config().with_overrides(["mmoe.expert_layers=[32, 16]", "mmoe.num_experts=2"])
     assert (app.mmoe.expert_layers, app.mmoe.num_experts) == ((32, 16), 2)
@@ -60,3 +62,11 @@ def test_the_param_reaches_the_model(feed_ctr: Any, feed_config: Any) -> None:
     losses = [train(parts, config, steps=3).fit.losses for config in (feed_config, feed_config.with_overrides(["field_dropout.rate=0.5"]))]
     assert losses[0][0] != losses[1][0]
 
+
+def test_a_config_is_rebuilt_from_its_dict(packages: Any) -> None:
+    for package in packages.values():
+        config = package.train.PARTS.config()
+        changed = replace(config, seed=7).with_overrides(["learning_rate=0.01", "dcn_v2.num_cross_layers=1"])
+        assert type(config).from_dict(asdict(changed)) == changed
+        with pytest.raises(ValueError, match="has no field 'retired'"):
+            type(config).from_dict({**asdict(changed), "retired": 1})
