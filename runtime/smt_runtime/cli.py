@@ -43,6 +43,7 @@ from . import distributed
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE
 from .config import ModelConfigBase
 from .data import Examples, SchemaError, write_synthetic
+from .label_shift import format_label_rates
 from .metrics import format_metrics
 from .serve import (
     capacity_report,
@@ -287,6 +288,10 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
         for split in ("valid", "test"):
             print(f"\n{split} ({getattr(data, split).num_rows} examples):")
             print(format_metrics(result.metrics[split]))
+        print()
+        print(format_label_rates(result.split_label_rates))
+        for shift in result.label_shifts:
+            print(f"{config.model_name}: {shift.message}", file=sys.stderr, flush=True)
         unknown = result.unknown_ids
         print(
             f"\nunknown rows (min_count {unknown['min_count']}, unknown_dropout"

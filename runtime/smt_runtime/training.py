@@ -41,6 +41,7 @@ from .batch import Batch
 from .config import ModelConfigBase
 from .data import Examples
 from .distributed import Runtime, gather_values, mean_over_ranks, total
+from .label_shift import LabelShift, label_shifts
 from .metrics import Metrics, objective_metrics, predict, weighted_logloss
 from .parts import LRSchedule, ModelParts, Optimizers
 from .sparse import (
@@ -673,6 +674,8 @@ class RunResult:
             rate every output bias started from.
         tables: where every embedding table went (the sharding plan).
         prepared: the trained model, sharded, with its optimizers.
+        split_label_rates: split ("train", "valid", "test") -> objective -> label rate.
+        label_shifts: the label rates that moved between splits (label_shift.py).
         unknown_ids: what reads the unknown rows (unknown_ids.unknown_summary).
         best_state: on rank 0, the model's state dict with every table whole: the best
             weights after calibration, what best.pt holds (None on other ranks).
@@ -685,6 +688,8 @@ class RunResult:
     tables: list[TablePlacement] = field(default_factory=list)
     prepared: Prepared | None = None
     rank_table_bytes: list[int] = field(default_factory=list)
+    split_label_rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    label_shifts: list[LabelShift] = field(default_factory=list)
     unknown_ids: dict[str, Any] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] | None = None
 
@@ -719,6 +724,8 @@ class RunResult:
             "train_examples_per_second": self.fit.examples_per_second,
             "final_train_loss": self.fit.losses[-1] if self.fit.losses else None,
             "train_label_rates": self.label_rates,
+            "label_rates": self.split_label_rates,
+            "label_shifts": [shift.as_json() for shift in self.label_shifts],
             "unknown_ids": self.unknown_ids,
             "sharding": {
                 "tables": [asdict(table) for table in self.tables],
@@ -934,6 +941,8 @@ def train(
     )
     calibrate_output_bias(prepared.model, data.valid, config, runtime)
     splits = {"valid": data.valid, "test": data.test}
+    rates = {"train": label_rates or {}, **{name: examples.label_rates(config) for name, examples in splits.items()}}
+    rows = {"train": data.train.num_rows, **{name: examples.num_rows for name, examples in splits.items()}}
     result = RunResult(
         fit=fitted,
         metrics={name: evaluate(prepared.model, examples, config, runtime) for name, examples in splits.items()},
@@ -942,6 +951,8 @@ def train(
         tables=prepared.tables,
         prepared=prepared,
         rank_table_bytes=gather_values(local_table_bytes(prepared.model), runtime),
+        split_label_rates=rates,
+        label_shifts=label_shifts(rates, rows),
         unknown_ids=unknown_summary(id_counts, known, config),
         best_state=unsharded_state_dict(prepared.model),  # every rank takes part; rank 0 gets it
     )
