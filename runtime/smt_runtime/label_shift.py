@@ -24,6 +24,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .metrics import format_by_split
+
 LABEL_SHIFT_THRESHOLD = 0.10
 LABEL_SHIFT_MIN_Z = 3.0
 SPLIT_PAIRS = (("train", "valid"), ("valid", "test"))
@@ -90,10 +92,4 @@ def label_shifts(rates: dict[str, dict[str, float]], rows: dict[str, int]) -> li
 
 def format_label_rates(rates: dict[str, dict[str, float]]) -> str:
     """Label rates as a table: one row per objective, one column per split."""
-    splits = list(rates)
-    objectives = list(next(iter(rates.values()), {}))
-    width = max(len("label rate"), *(len(name) for name in objectives))
-    lines = [f"{'label rate':<{width}}" + "".join(f"{split:>9}" for split in splits)]
-    for name in objectives:
-        lines.append(f"{name:<{width}}" + "".join(f"{rates[split][name]:>9.4f}" for split in splits))
-    return "\n".join(lines)
+    return format_by_split("label rate", rates, ">9.4f")

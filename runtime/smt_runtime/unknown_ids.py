@@ -29,6 +29,7 @@ from torch import nn
 from torchrec import KeyedJaggedTensor
 
 from .config import ModelConfigBase
+from .metrics import format_by_split
 
 
 class UnknownIds(nn.Module):
@@ -144,10 +145,4 @@ def unknown_summary(
 
 def format_unknown_shares(shares: dict[str, dict[str, float]]) -> str:
     """The shares of unknown_summary as a table: one row per feature, one column per split."""
-    splits = list(shares)
-    features = list(next(iter(shares.values()), {}))
-    width = max(len("unknown row share"), *(len(name) for name in features))
-    lines = [f"{'unknown row share':<{width}}" + "".join(f"{split:>9}" for split in splits)]
-    for name in features:
-        lines.append(f"{name:<{width}}" + "".join(f"{shares[split][name]:>9.1%}" for split in splits))
-    return "\n".join(lines)
+    return format_by_split("unknown row share", shares, ">9.1%")
