@@ -1,7 +1,7 @@
 """Measure the default of min_count (issue 21, item 1): ids seen fewer than min_count times in
 training read their feature's unknown row, so that row learns what an unseen id predicts.
 
-Two measurements, each trained with every candidate min_count, one torch thread:
+Three measurements, one torch thread (the first two train every candidate min_count):
 
 1. the example fleet: every model of generated/ with its spec's synthetic data and training
    protocol (train_examples, epochs, early stopping), where validation and test ids come from
@@ -13,8 +13,15 @@ Two measurements, each trained with every candidate min_count, one torch thread:
    predict lower rates (synthetic popularity_effect 1.0, as new and long-tail ids do in real
    logs). Printed: the cold test logloss per model and the mean change from min_count 0.
 
+3. the contract test's cold start (--worlds contract, or 'contract E' for popularity_effect E):
+   each model's test_unseen_ids_read_a_learned_row at seeds --seeds (8,192 training rows,
+   4,096 validation rows whose users are all unseen, popularity_effect 1.5, calibration off),
+   the last --min-counts candidate against 0. Printed: the validation logloss margin per model and seed, and its smallest, median and
+   largest value.
+
     .venv/bin/python benchmarks/unknown_ids.py                      # every model, seeds 0 and 1
     .venv/bin/python benchmarks/unknown_ids.py --models feed_ctr --seeds 0 --min-counts 0,2
+    .venv/bin/python benchmarks/unknown_ids.py --worlds contract --seeds 0,1,2,3,4 --min-counts 3
 
 docs/training.md ("Unseen ids") records a run and the default it chose.
 """
@@ -38,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from generator.testing import import_model  # noqa: E402
+from smt_runtime.testing import COLD_START_POPULARITY_EFFECT  # noqa: E402
 
 EVAL_EXAMPLES = 5000  # rows of each cold validation and test split
 
@@ -88,6 +96,41 @@ def measure(models: list[str], seeds: list[int], min_counts: list[int], world: s
     return table
 
 
+def contract_margins(models: list[str], seeds: list[int], min_count: int, effect: float) -> list[float]:
+    """Validation logloss without min_count minus with it, in the setting of the models'
+    contract test (smt_runtime.testing.ModelContract.test_unseen_ids_read_a_learned_row) with
+    popularity_effect effect."""
+    from smt_runtime.data import Examples  # noqa: PLC0415
+    from smt_runtime.synthetic import cold_start_tables  # noqa: PLC0415
+    from smt_runtime.training import RunData, train, validation_scores  # noqa: PLC0415
+
+    margins = []
+    print(f"\ncontract cold start (popularity_effect {effect:g}): validation logloss, min_count 0 minus min_count {min_count}")
+    for name in models:
+        parts = import_model(REPO / "generated" / name).train.PARTS
+        row = []
+        for seed in seeds:
+            spec = parts.config()
+            config = replace(
+                spec, seed=seed, train_examples=8192, eval_examples=4096, batch_size=256, epochs=4, calibrate=False,
+                min_count=min_count, synthetic=replace(spec.synthetic, popularity_effect=effect),
+            )
+            tables = cold_start_tables(config, config.train_examples, config.eval_examples, seed)
+            if tables is None:
+                continue
+            data = RunData(*(Examples.from_table(table, config) for table in tables[:3]))
+            losses = [
+                validation_scores(train(parts, replace(config, min_count=count), data=data).metrics["valid"], config)["valid_loss"]
+                for count in (0, min_count)
+            ]
+            row.append(losses[0] - losses[1])
+        margins += row
+        print(f"{name:<20}" + "".join(f"{margin:>+10.4f}" for margin in row), flush=True)
+    if margins:
+        print(f"smallest {min(margins):+.4f}, median {statistics.median(margins):+.4f}, largest {max(margins):+.4f} over {len(margins)} runs")
+    return margins
+
+
 def print_table(world: str, table: dict[str, dict[int, float]], min_counts: list[int]) -> None:
     print(f"\n{world}: test logloss (weighted over objectives), mean over seeds")
     print(f"{'model':<20}" + "".join(f"{f'min_count {count}':>14}" for count in min_counts))
@@ -105,7 +148,7 @@ def main() -> None:
     parser.add_argument("--models", default="", help="comma-separated models (default: every model of generated/)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument("--min-counts", default="0,1,2,3,5", help="comma-separated candidates; the first is the baseline")
-    parser.add_argument("--worlds", default="fleet;cold;cold, popularity 1.0", help="which measurements, ';'-separated: fleet, cold, 'cold, popularity E'")
+    parser.add_argument("--worlds", default="fleet;cold;cold, popularity 1.0", help="which measurements, ';'-separated: fleet, cold, 'cold, popularity E', contract, 'contract E'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = args.models.split(",") if args.models else sorted(p.name for p in (REPO / "generated").iterdir() if p.is_dir())
@@ -113,7 +156,11 @@ def main() -> None:
     min_counts = [int(count) for count in args.min_counts.split(",")]
     started = time.perf_counter()
     for world in (world.strip() for world in args.worlds.split(";")):
-        print_table(world, measure(models, seeds, min_counts, world), min_counts)
+        if world.startswith("contract"):
+            effect = float(world.split()[1]) if " " in world else COLD_START_POPULARITY_EFFECT
+            contract_margins(models, seeds, min_counts[-1], effect)
+        else:
+            print_table(world, measure(models, seeds, min_counts, world), min_counts)
     print(f"\n{len(models)} model(s), seeds {args.seeds}, {time.perf_counter() - started:.0f} s, torch {torch.__version__}, 1 thread")
 
 

@@ -130,7 +130,7 @@ class ModelConfig(ModelConfigBase):
     # Ids seen fewer than min_count times in the training split, and in training a random
     # share unknown_dropout of the lookups, read their feature's unknown row, so that row
     # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
-    min_count: int = 2
+    min_count: int = 3
     unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
