@@ -41,17 +41,13 @@ class UnknownIds(nn.Module):
     training run sets it from the train split's counts (set_known_ids); it is saved with the
     model's weights and exported with it.
 
+    Called with features, a KeyedJaggedTensor with one key per sparse feature (config order),
+    every key with the same number of bags, it returns a KeyedJaggedTensor of the same keys and
+    bag lengths holding the V ids to look up.
+
     Args:
         config: the model's ModelConfig; reads config.sparse_features and
             config.unknown_dropout.
-
-    Call Args:
-        features: KeyedJaggedTensor with one key per sparse feature (config order), every key
-            with the same number of bags.
-
-    Returns:
-        a KeyedJaggedTensor of the same keys and bag lengths, whose V values are the ids to
-        look up.
     """
 
     def __init__(self, config: ModelConfigBase) -> None:
