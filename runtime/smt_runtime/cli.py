@@ -319,7 +319,7 @@ def _evaluate(args: argparse.Namespace, parts: ModelParts) -> None:
     runtime = distributed.start(args.device)
     try:
         if args.test is None:
-            test = RunData.synthetic(config).test
+            test = RunData.synthetic_split(config, "test")
         else:
             test = Examples.from_parquet(args.test, config, hash_raw_ids=hashed)
         metrics = evaluate_checkpoint(parts, restored, test, runtime)

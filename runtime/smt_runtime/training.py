@@ -655,11 +655,14 @@ class RunData:
         examples: independent samples of the model's synthetic world (seeds
         config.seed, + 1 and + 2; the test split from the shifted distribution of
         config.synthetic.test_shift)."""
-        return cls(
-            train=Examples.synthetic(config, config.train_examples, config.seed),
-            valid=Examples.synthetic(config, config.eval_examples, config.seed + 1),
-            test=Examples.synthetic(config, config.eval_examples, config.seed + 2, shifted=True),
-        )
+        return cls(*(cls.synthetic_split(config, split) for split in ("train", "valid", "test")))
+
+    @staticmethod
+    def synthetic_split(config: ModelConfigBase, split: str) -> Examples:
+        """One split ("train", "valid" or "test") of RunData.synthetic(config), drawn alone."""
+        index = ("train", "valid", "test").index(split)
+        rows = config.train_examples if split == "train" else config.eval_examples
+        return Examples.synthetic(config, rows, config.seed + index, shifted=split == "test")
 
 
 @dataclass
