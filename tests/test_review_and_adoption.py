@@ -85,9 +85,9 @@ def test_adopt_where_and_drop_update_specs_and_code(repo: Path) -> None:
 
     result = run_smt(repo, "adopt", "mmoe", "--all-eligible", "--param", "num_experts=2")
     assert "feed_ctr: not applicable: techniques[" in result.out and "technique 'mmoe' needs at least 2 objectives" in result.out
-    assert "app_install: adopted mmoe" in result.out  # params changed from the spec's
+    assert "app_install: mmoe {num_experts: 3, expert_dim: 32, expert_layers: [64]} -> {num_experts: 2," in result.out
     spec = yaml.safe_load((repo / "generated/app_install/.copier-answers.yml").read_text())
-    assert {"name": "mmoe", "params": {"num_experts": 2}} in spec["techniques"]
+    assert {"name": "mmoe", "params": {"num_experts": 2, "expert_dim": 32}} in spec["techniques"]  # expert_dim kept
 
     result = run_smt(repo, "drop", "residual_mlp", "--models", "search_ads_ctr")
     assert result.code == 0 and "residual_mlp" not in _techniques(repo, "search_ads_ctr")
