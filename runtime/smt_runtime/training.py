@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint.api import CheckpointException
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
@@ -472,6 +473,8 @@ def load_checkpoint(
         result = FitResult(**saved["result"])
     except _MISFIT as error:
         raise _misfit(path, error) from None
+    except CheckpointException as error:  # dcp's wrapper of each rank's error, a BaseException
+        raise _misfit(path, next(iter(error.failures.values()))[0]) from None
     result.segment_seconds = 0.0  # this call's own time starts now
     return result, (saved["epoch"], saved["position"]), saved
 
