@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -272,7 +271,7 @@ def test_a_sharded_run_killed_after_a_checkpoint_resumes_to_the_straight_result(
     """Both ranks are killed at step 14, after the checkpoint of step 10; `--resume` under
     torchrun continues from it to the straight run's losses, validations and metrics exactly."""
     script = tmp_path / "crash.py"
-    script.write_text(textwrap.dedent(CRASHING_MAIN))
+    script.write_text(CRASHING_MAIN)
     run_dir = tmp_path / "run"
     args = [*ROW_WISE, *common_args(run_dir)]
     killed = torchrun(sharded.package_dir, [str(script), SPEC["model_name"], "14", "train"], args)
