@@ -52,6 +52,7 @@ from .sparse import (
     plan_sharding,
     placements,
     shard,
+    table_modules,
     table_parameter_names,
     unsharded_state_dict,
     why_replicated,
@@ -95,6 +96,8 @@ class Prepared:
         tables: where every table went (the plan).
         net_parameters: dense weights of two or more dimensions (net_regularizer).
         dense_tables: tables the dense optimizer trains ("dense" embedding optimizer).
+        pooled: the pooled embeddings of the batch being trained on (B X d_i each), kept
+            for the embedding regularizer of the other optimizers (regularization).
     """
 
     model: nn.Module
@@ -104,6 +107,7 @@ class Prepared:
     tables: list[TablePlacement]
     net_parameters: list[nn.Parameter]
     dense_tables: list[nn.Parameter]
+    pooled: list[torch.Tensor] = field(default_factory=list)
 
 
 def prepare(
@@ -151,6 +155,10 @@ def prepare(
         replicated=embedding.build(replicated_tables) if embedding.fused and replicated_tables else None,
     )
     model_names = {id(parameter) for parameter in model.parameters()}
+    pooled: list[torch.Tensor] = []
+    if embedding.fused and config.embedding_regularizer > 0:
+        for holder in table_modules(model):
+            holder.register_forward_hook(lambda _module, _inputs, output: pooled.extend(output) if _module.training else None)
     return Prepared(
         model=model,
         loss_fn=loss_fn,
@@ -159,6 +167,7 @@ def prepare(
         tables=placements(plan, config, why_replicated(config, sharding, embedding), runtime.world_size),
         net_parameters=[p for p in dense if p.dim() >= 2 and id(p) in model_names],
         dense_tables=[] if embedding.fused else replicated_tables,
+        pooled=pooled,
     )
 
 
@@ -192,8 +201,12 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     dense: config.net_regularizer / 2 * the sum of squared dense weights (every dense
         parameter of two or more dimensions).
     embedding: with the "dense" embedding optimizer, config.embedding_regularizer / 2 *
-        the sum of squared weights of every table (as FuxiCTR regularizes embeddings);
-        fused optimizers apply it themselves, as weight decay of the rows a step touches.
+        the sum of squared weights of every table (as FuxiCTR regularizes embeddings); with
+        the others, config.embedding_regularizer / 2 * the squared norm of every pooled
+        embedding of the batch, divided by the batch size: for a single-valued feature the
+        row it looked up, every time it is looked up (FBGEMM's fused CPU kernels ignore
+        weight decay, so the penalty goes through the loss, and its gradient reaches only
+        those rows); for a multi-valued feature its bag's mean.
     """
     penalty = torch.zeros((), device=device)
     if config.net_regularizer > 0:
@@ -202,6 +215,8 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     if config.embedding_regularizer > 0:
         for table in prepared.dense_tables:
             penalty = penalty + config.embedding_regularizer / 2 * table.pow(2).sum()
+        for pooled in prepared.pooled:
+            penalty = penalty + config.embedding_regularizer / (2 * pooled.shape[0]) * pooled.pow(2).sum()
     return penalty
 
 
@@ -222,7 +237,9 @@ def train_step(
     # FBGEMM kernels, which read it when the forward pass builds the backward.
     prepared.optimizer.zero_grad()
     loss, _ = prepared.step_module(batch.dense, batch.sparse, batch.labels)
-    (loss + regularization(prepared, config, batch.labels.device)).backward()
+    penalty = regularization(prepared, config, batch.labels.device)
+    prepared.pooled.clear()
+    (loss + penalty).backward()
     parts.after_backward(prepared.model, config)
     prepared.optimizer.step()
     if scheduler is not None:
