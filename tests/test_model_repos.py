@@ -1,5 +1,6 @@
 """Model repos: `copier copy` from the SMT repo root gives what `smt generate` writes, and
-`copier update` to a new release 3-way merges template and technique changes into local edits.
+`copier update` to a new release 3-way merges template and technique changes into local edits;
+the merged model repo's own tests pass against the installed runtime (smt_runtime).
 
 Everything runs for real in temporary folders: a git repo of this checkout's SMT sources with two
 release tags, model repos created from it with copier, and the `smt` CLI of this checkout.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,14 @@ from copier._template import load_template_config
 from repo_support import (
     ANSWERS,
     MODEL_PY,
+    clean_env,
     commit_all,
     copier,
     docstring_line,
     git,
     make_release,
     make_smt_repo,
+    run,
     smt,
     spec_of,
     write_spec,
@@ -199,9 +203,17 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     result = copier(repo, "update", "--trust", "--defaults", "--conflict", "inline")
     assert result.code == 0  # even though a conflict remains: hence `smt conflicts`
     # Quiet release: only the files the release's template and technique edits write, the package's
-    # one template-version line and the answers file change (not every file's header).
+    # one template-version line, its smt-runtime pin and the answers file change (not every file's
+    # header).
     touched = {line[3:] for line in git(repo, "status", "--porcelain").out.splitlines()}
-    assert touched == {ANSWERS, "README.md", f"{MODEL}/__init__.py", f"{MODEL}/config.py", f"{MODEL}/model.py"}, touched
+    assert touched == {
+        ANSWERS,
+        "README.md",
+        "pyproject.toml",
+        f"{MODEL}/__init__.py",
+        f"{MODEL}/config.py",
+        f"{MODEL}/model.py",
+    }, touched
 
     fresh = _copy(release, MODEL, tmp_path / "fresh")  # v0.2.0 rendered from scratch
     merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
@@ -210,6 +222,7 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     for path in sorted(set(expected) - {"README.md", f"{MODEL}/model.py"}):
         assert merged[path] == expected[path], path
     assert '__template_version__ = "0.2.0"' in merged[f"{MODEL}/__init__.py"]
+    assert 'dependencies = ["smt-runtime==0.2.0"]' in merged["pyproject.toml"]  # the release's runtime
     assert merged["README.md"] == expected["README.md"] + "\nLocal note: owned by the feed ranking team.\n"
     assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"
 
@@ -250,6 +263,18 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
         "current_version": "0.2.0",
         "latest_version": "0.2.0",
     }
+    _model_tests_pass(repo)
+
+
+def _model_tests_pass(repo: Path) -> None:
+    """The model repo's own tests (the runtime's model contract) pass outside the SMT checkout:
+    the repo holds only its model's code and imports the rest from the installed runtime
+    (smt_runtime, which this venv has; a model repo installs the version its pyproject pins)."""
+    env = clean_env(OMP_NUM_THREADS="1")
+    env.pop("SMT_TEST_SEED", None)
+    done = run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env, check=False)
+    assert done.code == 0, done.out[-4000:] + done.err[-2000:]
+    assert " passed" in done.out and " failed" not in done.out
 
 
 def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
