@@ -27,7 +27,7 @@ from repo_support import (
     spec_of,
     write_spec,
 )
-from support import Result
+from support import HANG_TIMEOUT, Result
 
 MODELS = ("feed_ctr", "app_install")
 
@@ -55,7 +55,7 @@ def pre_commit(cwd: Path, home: Path, *args: str) -> Result:
         *args,
         env=clean_env(PRE_COMMIT_HOME=str(home)),
         check=False,
-        timeout=600,
+        timeout=HANG_TIMEOUT,
     )
 
 
@@ -73,7 +73,7 @@ def commit_with_hooks(cwd: Path, home: Path, message: str) -> Result:
         message,
         env=clean_env(PRE_COMMIT_HOME=str(home)),
         check=False,
-        timeout=600,
+        timeout=HANG_TIMEOUT,
     )
     return Result(result.code, result.out + result.err, result.err)
 

@@ -17,7 +17,7 @@ from generator.qualification import Criterion, ModelResult, evaluate, load_crite
 from generator.qualification.criterion import paired_result
 from generator.render import render_model
 from generator.sync import write_tree
-from support import REPO, run_smt
+from support import HANG_TIMEOUT, REPO, run_smt
 
 CRITERION = Criterion(min_mean_gain=0.002, max_regression=0.005, noise_sigmas=2.0, calibration=(0.8, 1.25))
 
@@ -140,7 +140,7 @@ def qualify_repo(repo_copy: Path) -> Path:
 def test_qualify_end_to_end_writes_a_report_and_reuses_its_trials(qualify_repo):
     """Real rendering and training: one model, one seed, a few steps; the rerun trains nothing."""
     report = qualify_repo / "out"
-    result = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=600)
+    result = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=HANG_TIMEOUT)
     assert result.code in (0, 1), result.err
     data = json.loads((report / "report.json").read_text())
     assert data["models"] == ["feed_ctr"] and data["passed"] == (result.code == 0)
@@ -152,7 +152,7 @@ def test_qualify_end_to_end_writes_a_report_and_reuses_its_trials(qualify_repo):
     record = json.loads((qualify_repo / "qualification" / "records" / "grad_clip.json").read_text())
     key = "1.1.0@template-" + (REPO / "template_repo" / "VERSION").read_text().strip()
     assert list(record) == [key] and record[key]["grad_clip:max_norm=5.0"]["passed"] == data["passed"]
-    again = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=600)
+    again = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=HANG_TIMEOUT)
     assert "0 trial(s) run, 2 cached" in again.out
 
 
@@ -189,7 +189,7 @@ def test_promote_bumps_the_template_adopts_and_cites_the_report(qualify_repo):
     record = {"passed": True, "reasons": [], "params": {"rate": 0.2}, "models": ["feed_ctr"], "seeds": 2, "steps": 300, "mean_gain": 0.01, "report": "qualification/reports/x"}
     (records / "field_dropout.json").write_text(json.dumps({f"{technique_version(qualify_repo, 'field_dropout')}@template-{version}": {"field_dropout:rate=0.2": record}}))
     assert run_smt(qualify_repo, "promote", "field_dropout").code == 2  # qualified with rate=0.2 only
-    result = run_smt(qualify_repo, "promote", "field_dropout:rate=0.2", "--except", "video_vtr", timeout=600)
+    result = run_smt(qualify_repo, "promote", "field_dropout:rate=0.2", "--except", "video_vtr", timeout=HANG_TIMEOUT)
     assert result.code == 0, result.err
     new_version = (qualify_repo / "template_repo" / "VERSION").read_text().strip()
     assert new_version != version and f"template {version} -> {new_version}" in result.out
@@ -208,7 +208,7 @@ def test_adopt_verify_stops_a_harmful_change_and_writes_nothing(qualify_repo):
     criterion = qualify_repo / "qualification.yml"
     criterion.write_text(criterion.read_text().replace("  steps: 200", "  steps: 100"))
     before = (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text()
-    result = run_smt(qualify_repo, "adopt", "field_dropout", "--models", "notification_open", "--param", "rate=0.9", "--verify", timeout=900)
+    result = run_smt(qualify_repo, "adopt", "field_dropout", "--models", "notification_open", "--param", "rate=0.9", "--verify", timeout=HANG_TIMEOUT)
     assert result.code == 1, result.err
     assert "verify: FAILED (1 model(s), 1 seed(s), 100 steps)" in result.out
     assert "verify: notification_open: logloss worse by" in result.out

@@ -22,7 +22,7 @@ from generator.tuning import study as study_module
 from generator.tuning.apply import CONFIG_TEMPLATE, template_defaults, with_template_defaults
 from generator.tuning.space import HYPERPARAMETERS, Setting, parse_space, with_defaults
 from generator.tuning.study import open_study
-from support import REPO, run_smt
+from support import HANG_TIMEOUT, REPO, run_smt
 
 CRITERION = Criterion(max_regression=0.005, noise_sigmas=2.0)
 
@@ -171,7 +171,7 @@ def test_apply_writes_the_winning_default_as_a_new_template_version(tune_repo):
 
 def test_tune_end_to_end_one_model_two_trials(tune_repo):
     """Real rendering and training (feed_ctr, 5 steps, 1 seed), two trials, then a resume adding one."""
-    result = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "2", "--sampler-seed", "0", timeout=900)
+    result = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "2", "--sampler-seed", "0", timeout=HANG_TIMEOUT)
     assert result.code == 0, result.err
     assert "study e2e: 2 complete" in result.out
     report = json.loads((tune_repo / "tuning/reports/e2e/report.json").read_text())
@@ -179,7 +179,7 @@ def test_tune_end_to_end_one_model_two_trials(tune_repo):
     assert math.isfinite(report["best"]["value"])
     assert (tune_repo / "tuning/reports/e2e/history.png").stat().st_size > 0
     assert (tune_repo / ".smt/studies/e2e.db").is_file()
-    again = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "1", timeout=900)
+    again = run_smt(tune_repo, "tune", "--study", "e2e", "--trials", "1", timeout=HANG_TIMEOUT)
     assert again.code == 0, again.err
     assert "3 complete" in again.out
 
@@ -227,7 +227,7 @@ def test_a_trial_is_scored_on_the_validation_split_never_on_test(repo_copy, tmp_
     candidate = dict(baseline.tree)
     candidate[next(iter(candidate))] += "\n# the candidate\n"
     for tree, valid, test in ((baseline.tree, 0.50, 0.50), (candidate, 0.45, 0.55)):
-        key = trials.trial_key(tree, (), 0, 3)
+        key = trials.trial_key(tree, (), 0, 3, evaluator.runtime)  # the cache key covers the runtime trials import
         folder = repo_copy / ".smt" / "trials" / key / f"threads-{evaluator.threads}"
         folder.mkdir(parents=True)
         split = lambda logloss: {"open": {"logloss": logloss, "ne": 0.9, "auc": 0.7, "calibration": 1.0}}  # noqa: E731

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from support import REPO
+from support import HANG_TIMEOUT, REPO
 
 SPACE = {"hyperparameters": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}, "budget": {"steps": 5, "models": "feed_ctr"}}
 
@@ -39,7 +39,7 @@ def _workers(repo: Path, study: str, storage: str, each: int, count: int = 2) ->
     ]
     out = []
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=1200)
+        stdout, stderr = proc.communicate(timeout=HANG_TIMEOUT)
         out.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     return out
 
