@@ -45,19 +45,13 @@ if TYPE_CHECKING:  # the runtime needs torch; importing this module does not
 
 UPDATE_ENV = "SMT_UPDATE_GOLDEN"
 GOLDEN_DIR = "golden"
-# The probe model of probe_spec: F = 3 sparse features (two of width 16, one multi-valued of width 8),
-# D = 16, N = 2 dense features, T = 1 objective; small enough to build and train in seconds.
+# The probe model of probe_spec: the reference model (golden snapshots) with one objective. F = 3
+# sparse features (two of width 16, one multi-valued of width 8), D = 16, N = 2 dense features, T = 1:
+# small enough to build and train in seconds.
 PROBE_SPEC: dict[str, Any] = {
+    **REFERENCE_SPEC,
     "description": "Probe model of a technique's tests.",
-    "objectives": [{"name": "click", "weight": 1.0}],
-    "sparse_features": [
-        {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-        {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-        {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-    ],
-    "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-    "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-    "techniques": [],
+    "objectives": REFERENCE_SPEC["objectives"][:1],
     "hyperparameters": {},
 }
 # The modules of a generated model package (the rest is the runtime's, smt_runtime).
