@@ -1,5 +1,5 @@
 """Test helpers for technique authors: golden before/after snapshots, a small probe spec, building
-a real model package from it, and batches of its synthetic data.
+a real model package from it, batches of its synthetic data, and a check that it serves.
 
     from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
@@ -179,6 +179,18 @@ def random_batch(config: Any, batch_size: int = 64, seed: int = 0) -> Batch:
     from smt_runtime.testing import random_batch as runtime_random_batch  # noqa: PLC0415 - needs torch
 
     return runtime_random_batch(config, batch_size, seed)
+
+
+def assert_serves(model: Any, config: Any, folder: Path) -> None:
+    """Require the capacity report to measure the model's FLOPs and the model to export with
+    torch.export (no TorchScript fallback) to ``folder``/model.pt2, the reloaded file computing the
+    eager model's logits: what serving needs of a technique's modules (smt_runtime.serve)."""
+    from smt_runtime import serve  # noqa: PLC0415 - needs torch
+
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, Path(folder) / "model.pt2")
+    assert (result.format, result.fallback_reason) == ("torch.export", "")
+    assert result.max_abs_diff <= 1e-5
 
 
 def import_model(directory: Path) -> ModuleType:
