@@ -41,6 +41,24 @@ def run_smt(cwd: Path, *args: str, timeout: int = HANG_TIMEOUT) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def assert_model_tests_pass(folder: Path, env: dict[str, str] | None = None) -> None:
+    """Run a model folder's own tests (the runtime's model contract, smt_runtime.testing) as a team
+    would: a subprocess with one torch thread and the spec's seed (SMT_TEST_SEED unset), in the
+    environment ``env`` (default: this one); require every one to pass."""
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(folder)}
+    env.pop("SMT_TEST_SEED", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
+
+
 def make_repo_copy(tmp_path: Path) -> Path:
     """A private copy of the repository (generator, template, techniques, fleet) to mutate freely."""
     root = tmp_path / "smt"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from smt_runtime import training
 
-from support import HANG_TIMEOUT, REPO
+from support import REPO, assert_model_tests_pass
 from generator.testing import import_model, random_batch
 
 MODELS = sorted(path.parent.name for path in (REPO / "generated").glob("*/.copier-answers.yml"))
@@ -34,15 +31,7 @@ def test_forward_and_backward(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_generated_tests_pass(name: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO / "generated" / name,
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert_model_tests_pass(REPO / "generated" / name)
 
 
 def test_short_training_run_learns() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,11 @@ from repo_support import (
     git,
     make_release,
     make_smt_repo,
-    run,
     smt,
     spec_of,
     write_spec,
 )
-from support import REPO
+from support import REPO, assert_model_tests_pass
 from generator.render import render_model
 from generator.sync import read_tree
 
@@ -263,18 +261,10 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
         "current_version": "0.2.0",
         "latest_version": "0.2.0",
     }
-    _model_tests_pass(repo)
-
-
-def _model_tests_pass(repo: Path) -> None:
-    """The model repo's own tests (the runtime's model contract) pass outside the SMT checkout:
-    the repo holds only its model's code and imports the rest from the installed runtime
-    (smt_runtime, which this venv has; a model repo installs the version its pyproject pins)."""
-    env = clean_env(OMP_NUM_THREADS="1")
-    env.pop("SMT_TEST_SEED", None)
-    done = run(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env, check=False)
-    assert done.code == 0, done.out[-4000:] + done.err[-2000:]
-    assert " passed" in done.out and " failed" not in done.out
+    # The model repo's own tests pass outside the SMT checkout: it holds only its model's code and
+    # imports the rest from the installed runtime (this venv's; a model repo installs the version its
+    # pyproject pins).
+    assert_model_tests_pass(repo, clean_env())
 
 
 def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:

@@ -11,16 +11,13 @@ in a subprocess with one torch thread, as a team would run them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from support import HANG_TIMEOUT, make_repo_copy, run_smt
+from support import assert_model_tests_pass, make_repo_copy, run_smt
 
 BUDGET = {"max_params": 50_000_000, "max_mflops_per_example": 50.0}
 
@@ -99,17 +96,5 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_generated_tests_pass(fleet: Path, name: str) -> None:
-    model_dir = fleet / name
-    assert (model_dir / name / "model.py").is_file()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(model_dir)}
-    env.pop("SMT_TEST_SEED", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=model_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
+    assert (fleet / name / name / "model.py").is_file()
+    assert_model_tests_pass(fleet / name)
