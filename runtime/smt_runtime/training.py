@@ -28,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
@@ -59,6 +60,7 @@ from .sparse import (
 )
 
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"  # per split: logits and labels, rows X T (written with metrics.json)
 
 
 class ModelWithLoss(nn.Module):
@@ -884,7 +886,8 @@ def train(
         steps: cap on the optimizer steps of config.batch_size examples (per rank).
         model: an unsharded model whose weights to start from; a new one if None.
         data: the splits; RunData.synthetic(config) if None.
-        run_dir: directory of checkpoints and, at the end, metrics.json.
+        run_dir: directory of checkpoints and, at the end, metrics.json and
+            predictions.npz (each split's logits and labels).
         resume: continue from run_dir's checkpoint (see fit).
         progress: show a progress bar.
         runtime: this process's device and rank (distributed.start() if None).
@@ -941,9 +944,13 @@ def train(
     )
     calibrate_output_bias(prepared.model, data.valid, config, runtime)
     splits = {"valid": data.valid, "test": data.test}
+    outputs = {  # (logits, labels) per split, rows X T: the metrics, and predictions.npz
+        name: predict(prepared.model, examples.batches(config, config.batch_size, shard=runtime.shard), runtime)
+        for name, examples in splits.items()
+    }
     result = RunResult(
         fit=fitted,
-        metrics={name: evaluate(prepared.model, examples, config, runtime) for name, examples in splits.items()},
+        metrics={name: objective_metrics(*outputs[name], config) for name in splits},
         optimal={name: examples.optimal for name, examples in splits.items() if examples.optimal is not None},
         label_rates=label_rates,
         tables=prepared.tables,
@@ -955,6 +962,12 @@ def train(
         path.parent.mkdir(parents=True, exist_ok=True)
         summary = result.summary(config, runtime, overrides)
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        np.savez_compressed(  # per-example results: smt qualify's paired bootstrap reads them
+            Path(run_dir) / PREDICTIONS_FILE,
+            objectives=np.array(config.objective_names),
+            **{f"{name}_logits": logits for name, (logits, _) in outputs.items()},
+            **{f"{name}_labels": labels.astype(np.int8) for name, (_, labels) in outputs.items()},
+        )
     return result
 
 
