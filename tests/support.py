@@ -64,7 +64,9 @@ def make_repo_copy(tmp_path: Path) -> Path:
     root = tmp_path / "smt"
     root.mkdir()
     for name in COPIED:
-        shutil.copytree(REPO / name, root / name, ignore=IGNORE)
+        # Links stay links: template_repo/VERSION is the runtime's VERSION, as in the repository, so a
+        # release written to it in a copy is the runtime's too (and git records it as the link).
+        shutil.copytree(REPO / name, root / name, ignore=IGNORE, symlinks=True)
     warm = os.environ.get(WARM_CACHE_ENV)
     if warm and (Path(warm) / "cache").is_dir():
         (root / ".smt").mkdir()
