@@ -9,8 +9,9 @@ config.early_stopping_patience such validations in a row, restores the best weig
 shifts each output bias so that the mean prediction on the validation split matches its
 label rate (config.calibrate) and reports metrics.py's metrics on the validation and
 test splits. With a run
-directory it writes checkpoint.pt at every validation (resume continues from it) and
-metrics.json (plain JSON) at the end. Deterministic on CPU: weights, data order and
+directory it writes checkpoint.pt at every validation (resume continues from it),
+metrics.json (plain JSON) and predictions.npz (each split's logits and labels, rows X T)
+at the end. Deterministic on CPU: weights, data order and
 dropout all derive from config.seed.
 
 fit is made of named parts: train_step (one optimizer step), EarlyStopping (best
@@ -30,6 +31,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,7 @@ CHECKPOINT_KEYS = {
     "stopping",
 }  # what save_checkpoint writes
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"  # per split: logits and labels, rows X T
 
 
 class MultiTaskLoss(nn.Module):
@@ -991,7 +994,8 @@ def train(
         steps: cap on the optimizer steps of config.batch_size examples (per rank).
         model: the model to train in place; a new one (build_model) if None.
         data: the splits; RunData.synthetic(config) if None.
-        run_dir: directory of checkpoint.pt and, at the end, metrics.json.
+        run_dir: directory of checkpoint.pt and, at the end, metrics.json and
+            predictions.npz.
         resume: continue from run_dir's checkpoint (see fit).
         progress: show a progress bar.
         runtime: this process's device and rank (distributed.start).
@@ -1036,12 +1040,17 @@ def train(
     )
     calibrate_output_bias(model, data.valid, config, runtime)
     splits = {"valid": data.valid, "test": data.test}
+    outputs = {  # (logits, labels) per split: the metrics, and predictions.npz
+        name: predict(
+            model,
+            examples.batches(config, config.batch_size, shard=runtime.shard),
+            runtime,
+        )
+        for name, examples in splits.items()
+    }
     result = RunResult(
         fit=fitted,
-        metrics={
-            name: evaluate(model, examples, config, runtime)
-            for name, examples in splits.items()
-        },
+        metrics={name: objective_metrics(*outputs[name], config) for name in splits},
         optimal={
             name: examples.optimal
             for name, examples in splits.items()
@@ -1054,4 +1063,13 @@ def train(
         path.parent.mkdir(parents=True, exist_ok=True)
         summary = result.summary(config, runtime, overrides)
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        np.savez_compressed(  # per-example results: smt qualify's paired bootstrap reads them
+            Path(run_dir) / PREDICTIONS_FILE,
+            objectives=np.array(config.objective_names),
+            **{f"{name}_logits": logits for name, (logits, _) in outputs.items()},
+            **{
+                f"{name}_labels": labels.astype(np.int8)
+                for name, (_, labels) in outputs.items()
+            },
+        )
     return result
