@@ -22,7 +22,6 @@ from . import engine
 from .cache import RenderCache, text_digest
 from .engine import SmtError
 from .engine.header import header_size, strip_header
-from .engine.patch import PROVENANCE_PREFIX
 from .engine.paths import LOCAL_TECHNIQUES_DIR, TEMPLATE_DIR
 from .fleet import GENERATED_DIR, Fleet, ModelEntry
 from .render import render_model
@@ -84,12 +83,12 @@ def _trace_all(steps: list[tuple[str, str]]) -> list[str]:
     return [author if author is not None else steps[0][0] for author in authors]
 
 
-_OWNED = re.compile(r"^\s*" + re.escape(PROVENANCE_PREFIX) + r"(?P<label>.+?): (?:replaces extension point|adds) \w+\.\s*$")
-
-
 def definition_owners(text: str) -> dict[int, str]:
     """0-based line -> technique label for every line of a top-level definition a technique
     replaced or added (its provenance comment included), from the engine's comments in ``text``."""
+    from .engine.patch import PROVENANCE_PREFIX  # noqa: PLC0415 - libcst: only when blaming
+
+    owned = re.compile(r"^\s*" + re.escape(PROVENANCE_PREFIX) + r"(?P<label>.+?): (?:replaces extension point|adds) \w+\.\s*$")
     lines = text.splitlines()
     try:
         module = ast.parse(text)
@@ -101,9 +100,9 @@ def definition_owners(text: str) -> dict[int, str]:
             continue
         first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
         comment = first - 1
-        while comment >= 0 and lines[comment].lstrip().startswith("#") and not _OWNED.match(lines[comment]):
+        while comment >= 0 and lines[comment].lstrip().startswith("#") and not owned.match(lines[comment]):
             comment -= 1  # other comments between the provenance line and the definition
-        match = _OWNED.match(lines[comment]) if comment >= 0 else None
+        match = owned.match(lines[comment]) if comment >= 0 else None
         if match:
             for line in range(comment, (node.end_lineno or node.lineno)):
                 owners[line] = match["label"]
