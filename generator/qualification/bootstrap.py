@@ -2,13 +2,16 @@
 
 Each trial leaves ``predictions.npz`` (the split's logits and labels, rows X T). For seed s the
 baseline and the candidate were evaluated on the same examples in the same order, so a resample
-draws example indices once and uses them for both sides (paired: what differs between the two
+draws the examples' weights once and uses them for both sides (paired: what differs between the two
 models, not which examples happened to be drawn, makes the interval). One bootstrap replicate:
 
 1. with several seeds, draw S seeds with replacement (training noise);
-2. for each drawn seed, draw n examples with replacement, the same for both sides (test noise);
-3. per objective o: rel_o = (sum of candidate losses - sum of baseline losses) / sum of baseline
-   losses over the drawn examples, averaged over the drawn seeds; the model's change is
+2. for each drawn seed, resample its examples, the same way for both sides (test noise): each
+   example gets a Poisson(1) count (the Poisson bootstrap: for splits of thousands of examples
+   indistinguishable from drawing n with replacement, and one matrix product per batch of
+   replicates instead of a gather);
+3. per objective o: rel_o = (count-weighted sum of candidate losses - that of baseline losses) /
+   that of baseline losses, averaged over the drawn seeds; the model's change is
    sum_o w_o rel_o / sum_o w_o.
 
 The interval is the central ``level`` share of the replicates (percentiles), ``se`` their standard
@@ -26,11 +29,11 @@ import numpy as np
 
 RESAMPLES = 1000
 SEED = 0
-# Example draws per interval (replicates x seeds x rows) above which fewer replicates are drawn,
-# so a test split of millions of rows still takes seconds; never fewer than MIN_RESAMPLES.
-MAX_DRAWS = 200_000_000
+# Example weights drawn per interval (replicates x seeds x rows) above which fewer replicates are
+# drawn, so a test split of millions of rows still takes seconds; never fewer than MIN_RESAMPLES.
+MAX_DRAWS = 100_000_000
 MIN_RESAMPLES = 200
-CHUNK = 32  # replicates resampled at once (memory: CHUNK x rows x 2 objectives floats)
+BATCH_VALUES = 4_000_000  # replicate weights drawn at once (memory: 8 bytes each)
 
 
 @dataclass(frozen=True)
@@ -64,28 +67,32 @@ def load_losses(path: Path, split: str) -> SidePredictions:
     return SidePredictions(objectives, np.logaddexp(0.0, logits) - labels * logits, labels)
 
 
-def _replicate_sums(losses: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``draws`` resamples of the rows: the sum of each objective's losses, draws X T."""
+def _replicate_sums(losses: np.ndarray, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``draws`` Poisson-bootstrap resamples of the rows: each objective's count-weighted loss sum
+    (draws X T) and each resample's total count (draws)."""
     rows = losses.shape[0]
-    out = np.empty((draws, losses.shape[1]))
-    for start in range(0, draws, CHUNK):
-        stop = min(start + CHUNK, draws)
-        index = rng.integers(0, rows, size=(stop - start, rows))
-        out[start:stop] = losses[index].sum(axis=1)
-    return out
+    sums, counts = np.empty((draws, losses.shape[1])), np.empty(draws)
+    batch = max(1, BATCH_VALUES // max(rows, 1))
+    for start in range(0, draws, batch):
+        stop = min(start + batch, draws)
+        weights = rng.poisson(1.0, size=(stop - start, rows)).astype(np.float64)
+        sums[start:stop] = weights @ losses
+        counts[start:stop] = weights.sum(axis=1)
+    return sums, counts
 
 
 def _seed_changes(base: SidePredictions, cand: SidePredictions, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
     """``draws`` replicates of one seed's per-objective relative change, draws X T; and whether paired."""
     paired = base.labels.shape == cand.labels.shape and np.array_equal(base.labels, cand.labels)
     if paired:
-        # One index set for both sides: resample the stacked [baseline | candidate] columns.
-        sums = _replicate_sums(np.concatenate([base.losses, cand.losses], axis=1), draws, rng)
+        # One set of weights for both sides: resample the stacked [baseline | candidate] columns.
+        sums, _ = _replicate_sums(np.concatenate([base.losses, cand.losses], axis=1), draws, rng)
         width = base.losses.shape[1]
         base_sums, cand_sums = sums[:, :width], sums[:, width:]
-    else:
-        base_sums = _replicate_sums(base.losses, draws, rng) / base.losses.shape[0]
-        cand_sums = _replicate_sums(cand.losses, draws, rng) / cand.losses.shape[0]
+    else:  # different examples: mean losses of independent resamples
+        base_sums, base_counts = _replicate_sums(base.losses, draws, rng)
+        cand_sums, cand_counts = _replicate_sums(cand.losses, draws, rng)
+        base_sums, cand_sums = base_sums / base_counts[:, None], cand_sums / cand_counts[:, None]
     return (cand_sums - base_sums) / base_sums, paired
 
 
@@ -107,19 +114,19 @@ def paired_bootstrap(
     seeds = len(baseline)
     names = list(weights)
     rows = max(side.losses.shape[0] for side in baseline + candidate)
-    resamples = max(MIN_RESAMPLES, min(resamples, MAX_DRAWS // max(1, rows * seeds * seeds)))
+    resamples = max(MIN_RESAMPLES, min(resamples, MAX_DRAWS // max(1, rows * seeds)))
     rng = np.random.default_rng(seed)
-    # Each (replicate, drawn-seed position) gets its own example resample: draws = resamples x S.
     per_seed, paired = [], True
     for base, cand in zip(baseline, candidate):
-        changes, same = _seed_changes(_columns(base, names), _columns(cand, names), resamples * seeds, rng)
-        per_seed.append(changes.reshape(resamples, seeds, len(names)))
+        changes, same = _seed_changes(_columns(base, names), _columns(cand, names), resamples, rng)
+        per_seed.append(changes)
         paired = paired and same
-    stacked = np.stack(per_seed)  # seed X replicate X position X T
-    drawn = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), dtype=int)
-    replicate = np.arange(resamples)[:, None]
-    position = np.arange(seeds)[None, :]
-    objective_changes = stacked[drawn, replicate, position].mean(axis=1)  # replicate X T
+    stacked = np.stack(per_seed)  # seed X replicate X T
+    # Replicate b averages S seeds drawn with replacement; position j takes replicate perm_j[b] of
+    # its seed, so a seed drawn twice in one replicate brings two independent example resamples.
+    drawn = rng.integers(0, seeds, size=(resamples, seeds))
+    rows_of = np.stack([rng.permutation(resamples) for _ in range(seeds)], axis=1)  # replicate X position
+    objective_changes = stacked[drawn, rows_of].mean(axis=1)  # replicate X T
     total = sum(weights.values()) or 1.0
     model_changes = objective_changes @ np.array([weights[name] / total for name in names])
 
