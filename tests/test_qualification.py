@@ -362,6 +362,11 @@ def test_adopt_verify_stops_a_harmful_change_and_writes_nothing(qualify_repo):
     assert "verify: notification_open: logloss worse by" in result.out and "95% interval [+" in result.out
     assert "mean gain" not in result.out.split("rules:", 1)[1].splitlines()[0] and "need ≥" not in result.out
     assert (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text() == before
+    # --force overrides the records, not a verification asked for (its trials are cached now)
+    forced = run_smt(qualify_repo, "adopt", "field_dropout", "--models", "notification_open", "--param", "rate=0.9", "--verify", "--jobs", "1", "--force", "--reason", "x", timeout=900)
+    assert forced.code == 1 and "verify: FAILED" in forced.out, forced.err
+    assert (qualify_repo / "generated" / "notification_open" / ".copier-answers.yml").read_text() == before
+    assert not (qualify_repo / "CHANGELOG.md").exists()
 
 
 def test_adopt_verify_trains_outside_the_lock_and_fails_cleanly_when_its_inputs_moved(qualify_repo, tmp_path):

@@ -58,15 +58,16 @@ def verify_models(technique: str, params: dict, models: list[str], jobs: int | N
 
 def pass_gate(found: Evidence, models: list[str], *, verify: bool, force: bool, reason: str | None, jobs: int | None = None, threads: int | None = None) -> str:
     """Let the change into ``models`` or stop the command: GateRefused (exit 1, one line) without
-    evidence, ``typer.Exit(1)`` when the verification fails. Returns the CHANGELOG line."""
+    evidence, ``typer.Exit(1)`` when a verification fails (asked for, it counts even with
+    --force, which only overrides the records). Returns the CHANGELOG line."""
     check_force_reason(force, reason)
-    check(found, models, verify=verify and not force, force=force)
-    if force:
-        return evidence_entry(found, forced=reason)
+    check(found, models, verify=verify, force=force)
+    what = None
     if verify and models:
         passed, what = verify_models(found.technique, found.params, models, jobs, threads)
         if not passed:
             raise typer.Exit(1)
-        return evidence_entry(found, verified=what)
-    return evidence_entry(found)
+    if force:
+        return evidence_entry(found, forced=reason)
+    return evidence_entry(found, verified=what) if what is not None else evidence_entry(found)
 
