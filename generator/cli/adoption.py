@@ -21,6 +21,8 @@ Params = Annotated[Optional[list[str]], typer.Option("--param", help="Technique 
 ModelsOption = Annotated[Optional[list[str]], typer.Option("--models", help="Models to change: comma-separated or repeated (--models a,b).")]
 Where = Annotated[Optional[str], typer.Option("--where", help="Select models by expression, e.g. \"num_objectives >= 2\".")]
 AllEligible = Annotated[bool, typer.Option("--all-eligible", help="Every model the technique applies to.")]
+
+
 @app.command()
 @handle_errors
 def preview(
@@ -69,8 +71,6 @@ def _apply_adoption(
         sources = engine.load_sources(fleet.root)
         found = gate.evidence(fleet.root, technique, params, str(sources.library[technique].version), sources.version)
         evidence_line = pass_gate(found, names, verify=verify, force=force, reason=reason, jobs=jobs, threads=threads)
-    else:
-        gate.check_force_reason(force, reason)
     verb = "dropped" if drop else "adopted"
     with writing(fleet.root):
         recover(fleet)
