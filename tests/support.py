@@ -31,9 +31,9 @@ class Result:
     err: str
 
 
-def run_smt(cwd: Path, *args: str, timeout: int = HANG_TIMEOUT) -> Result:
-    """Run the real `smt` CLI (this checkout's generator) in ``cwd``."""
-    env = {key: value for key, value in os.environ.items() if key != "SMT_ROOT"}
+def run_smt(cwd: Path, *args: str, timeout: int = HANG_TIMEOUT, env: dict[str, str] | None = None) -> Result:
+    """Run the real `smt` CLI (this checkout's generator) in ``cwd`` (``env``: extra variables)."""
+    env = {**{key: value for key, value in os.environ.items() if key != "SMT_ROOT"}, **(env or {})}
     env["PYTHONPATH"] = str(cwd)  # the copy's own generator package, not the installed checkout
     proc = subprocess.run(
         [sys.executable, "-m", "generator", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import HANG_TIMEOUT, make_repo_copy, run_smt
+from support import HANG_TIMEOUT, REPO, make_repo_copy, run_smt
 
 MODEL = "catalogue_model"
 TEMPLATE_FILE = "template_repo/template/{{ model_name }}/train.py.jinja"
@@ -339,7 +339,39 @@ SMT_OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "conflicts in a missing folder": (["conflicts", "/no/such/folder"], "give the folder"),
     "diff --since outside git": (["diff", "--since", "main"], "git checkout"),
     "techniques show of an unknown technique": (["techniques", "show", "dcn_v9"], "use one of"),
+    "adopt --force without --reason": (["adopt", "residual_mlp", "--models", "feed_ctr", "--force"], "--force needs --reason"),
+    "adopt --reason without --force": (["adopt", "residual_mlp", "--models", "feed_ctr", "--reason", "x"], "goes with --force"),
+    "promote --force without --reason": (["promote", "residual_mlp", "--force"], "--force needs --reason"),
+    "qualify --threads 0": (["qualify", "residual_mlp", "--threads", "0"], "--threads"),
+    "adopt --jobs 0": (["adopt", "residual_mlp", "--models", "feed_ctr", "--verify", "--jobs", "0"], "--jobs"),
 }
+
+# qualification.yml and the environment of the commands that train: (qualification.yml text, environment, args, hint)
+TRAINING_CASES: dict[str, tuple[str, dict[str, str], list[str], str]] = {
+    "qualification.yml still sets noise_sigmas": ("criterion:\n  noise_sigmas: 2.0\n", {}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "noise_sigmas is no longer used"),
+    "qualification.yml confidence as a percentage": ("criterion:\n  confidence: 95\n", {}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "confidence must be between 0.5 and 1"),
+    "SMT_THREADS not a number": ("", {"SMT_THREADS": "two"}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "SMT_THREADS='two'"),
+    "SMT_THREADS zero for tune": ("", {"SMT_THREADS": "0"}, ["tune", "--study", "s", "--trials", "1"], "SMT_THREADS='0'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINING_CASES))
+def test_bad_training_setting(case: str, in_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    text, environment, args, hint = TRAINING_CASES[case]
+    shutil.copy(REPO / "qualification.yml", in_repo / "qualification.yml")
+    shutil.copy(REPO / "tune.yml", in_repo / "tune.yml")
+    if text:
+        (in_repo / "qualification.yml").write_text(text)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    try:
+        before = tree_hash(in_repo)
+        code, out, err = run_smt_here(capsys, *args)
+        assert_one_line_error(code, out, err, hint)
+        assert tree_hash(in_repo) == before
+    finally:
+        (in_repo / "qualification.yml").unlink()
+        (in_repo / "tune.yml").unlink()
 
 
 @pytest.mark.parametrize("case", list(SMT_OPTION_CASES))
