@@ -88,7 +88,7 @@ def qualify(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Most training steps per trial (default: qualification.yml).")] = None,
     jobs: TrialJobs = None,
     threads: TrialThreads = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default qualification/reports/<change>-template-<version>).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default qualification/reports/<change>[-<technique version>]-template-<version>).")] = None,
     capacity_neutral: Annotated[Optional[bool], typer.Option("--capacity-neutral/--no-capacity-neutral", help="Shrink the candidate's MLP widths to the baseline's MFLOPs.")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Store the verdict in qualification/records/ (techniques only).")] = True,
 ) -> None:
