@@ -3,7 +3,8 @@ model already uses changes the params it names, keeps the others, and prints
 `model: technique old params -> new params`; the same params again change nothing. Also the
 generated Params records carry technique.yml's bounds for `--set TECHNIQUE.PARAM`.
 
-Each test works in a private copy of this repository (the real CLI, real git)."""
+Each test works in a private copy of this repository (the real CLI, real git). Adoption is
+gated on qualification evidence; these tests give a person's decision (--force --reason)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 import yaml
 
 from support import run_smt, snapshot
+
+FORCE = ("--force", "--reason", "a test of re-adoption")
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def _uses(root: Path, model: str) -> dict[str, dict]:
 
 
 def test_readopting_with_other_params_prints_old_and_new_params(repo: Path) -> None:
-    result = run_smt(repo, "adopt", "field_dropout", "--models", "feed_ctr,search_ads_ctr", "--param", "rate=0.2")
+    result = run_smt(repo, "adopt", "field_dropout", "--models", "feed_ctr,search_ads_ctr", "--param", "rate=0.2", *FORCE)
     assert result.code == 0, result.err
     assert "feed_ctr: field_dropout {rate: 0.1} -> {rate: 0.2}" in result.out.splitlines()
     assert "search_ads_ctr: adopted field_dropout" in result.out.splitlines()
@@ -42,7 +45,7 @@ def test_readopting_with_other_params_prints_old_and_new_params(repo: Path) -> N
 def test_params_not_named_keep_their_values(repo: Path) -> None:
     """app_install sets mmoe's num_experts 3 and expert_dim 32: changing num_experts leaves
     expert_dim at 32 (not mmoe's default 64), and the line shows every param on both sides."""
-    result = run_smt(repo, "adopt", "mmoe", "--models", "app_install", "--param", "num_experts=2")
+    result = run_smt(repo, "adopt", "mmoe", "--models", "app_install", "--param", "num_experts=2", *FORCE)
     assert result.code == 0, result.err
     assert "app_install: mmoe {num_experts: 3, expert_dim: 32, expert_layers: [64]} -> {num_experts: 2, expert_dim: 32, expert_layers: [64]}" in result.out
     assert _uses(repo, "app_install")["mmoe"] == {"num_experts": 2, "expert_dim": 32}
@@ -50,7 +53,7 @@ def test_params_not_named_keep_their_values(repo: Path) -> None:
 
 def test_the_same_params_again_change_nothing(repo: Path) -> None:
     before = snapshot(repo)
-    result = run_smt(repo, "adopt", "dcn_v2", "--models", "feed_ctr", "--param", "num_cross_layers=2")
+    result = run_smt(repo, "adopt", "dcn_v2", "--models", "feed_ctr", "--param", "num_cross_layers=2", *FORCE)
     assert result.code == 0, result.err
     assert "feed_ctr: unchanged (already uses it with {num_cross_layers: 2, low_rank: 0})" in result.out
     assert snapshot(repo) == before

@@ -200,8 +200,8 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
     "learning_rate": (lambda v: _is_number(v) and v > 0, "a number above 0"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
     "embedding_optimizer": (
-        lambda v: v in ("adagrad", "adam", "rowwise_adagrad"),
-        "adagrad, adam or rowwise_adagrad",
+        lambda v: v in ("adagrad", "rowwise_adagrad", "sgd", "dense"),
+        "adagrad, rowwise_adagrad, sgd or dense",
     ),
     "embedding_learning_rate": (
         lambda v: v is None or _is_number(v) and v > 0,

@@ -1,7 +1,7 @@
 """Training data: a split of examples (Examples), in memory or streamed from Parquet.
 
 The data pipeline is split by concern; this module re-exports their public names, so
-`from <model>.data import ...` keeps working:
+`from smt_runtime.data import ...` reaches all of them:
     batch.py       Batch (the model's input) and table_to_batches
     schema.py      the data format, check_table, SchemaError
     parquet_io.py  read_parquet, write_parquet, check_parquet, stream_parquet

@@ -99,6 +99,16 @@ def table_configs(config: ModelConfigBase) -> list[EmbeddingBagConfig]:
     ]
 
 
+def table_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules that hold module's collections (the model's EmbeddingTables), whose output
+    is the pooled embedding of every feature."""
+    holders = []
+    for name, _ in collections(module):
+        parent = name.rpartition(".")[0]
+        holders.append(module.get_submodule(parent) if parent else module)
+    return holders
+
+
 def collections(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(qualified name, module) of every EmbeddingBagCollection in module, sharded or not."""
     for name, child in module.named_modules():
@@ -123,13 +133,13 @@ class EmbeddingOptimizer:
         name: one of EMBEDDING_OPTIMIZER_NAMES: a key of EMBEDDING_OPTIMIZERS, or "dense"
             (the dense optimizer trains the tables).
         learning_rate: step size of the tables (None: EMBEDDING_LEARNING_RATES[name]).
-        weight_decay: L2 weight decay of the rows a step updates (unused for "dense",
-            where training.regularization penalizes whole tables instead).
+
+    The embedding regularizer is not the optimizer's: FBGEMM's CPU kernels ignore weight decay,
+    so training.regularization adds it to the loss, for every optimizer.
     """
 
     name: str
     learning_rate: float | None = None
-    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in EMBEDDING_OPTIMIZER_NAMES:
@@ -144,7 +154,7 @@ class EmbeddingOptimizer:
     def arguments(self) -> dict[str, float]:
         _, fixed = EMBEDDING_OPTIMIZERS[self.name]
         rate = EMBEDDING_LEARNING_RATES[self.name] if self.learning_rate is None else self.learning_rate
-        return {"lr": rate, "weight_decay": self.weight_decay, **fixed}
+        return {"lr": rate, **fixed}
 
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         """An ordinary optimizer of this kind over parameters (data_parallel tables)."""

@@ -29,10 +29,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint.api import CheckpointException
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
@@ -53,6 +55,7 @@ from .sparse import (
     plan_sharding,
     placements,
     shard,
+    table_modules,
     table_parameter_names,
     unsharded_state_dict,
     why_replicated,
@@ -60,6 +63,7 @@ from .sparse import (
 from .unknown_ids import known_ids, set_known_ids, unknown_summary
 
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"  # per split: logits and labels, rows X T (written with metrics.json)
 
 
 class ModelWithLoss(nn.Module):
@@ -97,6 +101,8 @@ class Prepared:
         tables: where every table went (the plan).
         net_parameters: dense weights of two or more dimensions (net_regularizer).
         dense_tables: tables the dense optimizer trains ("dense" embedding optimizer).
+        pooled: the pooled embeddings of the batch being trained on (B X d_i each), kept
+            for the embedding regularizer of the other optimizers (regularization).
     """
 
     model: nn.Module
@@ -106,6 +112,7 @@ class Prepared:
     tables: list[TablePlacement]
     net_parameters: list[nn.Parameter]
     dense_tables: list[nn.Parameter]
+    pooled: list[torch.Tensor] = field(default_factory=list)
 
 
 def prepare(
@@ -153,6 +160,10 @@ def prepare(
         replicated=embedding.build(replicated_tables) if embedding.fused and replicated_tables else None,
     )
     model_names = {id(parameter) for parameter in model.parameters()}
+    pooled: list[torch.Tensor] = []
+    if embedding.fused and config.embedding_regularizer > 0:
+        for holder in table_modules(model):
+            holder.register_forward_hook(lambda _module, _inputs, output: pooled.extend(output) if _module.training else None)
     return Prepared(
         model=model,
         loss_fn=loss_fn,
@@ -161,6 +172,7 @@ def prepare(
         tables=placements(plan, config, why_replicated(config, sharding, embedding), runtime.world_size),
         net_parameters=[p for p in dense if p.dim() >= 2 and id(p) in model_names],
         dense_tables=[] if embedding.fused else replicated_tables,
+        pooled=pooled,
     )
 
 
@@ -194,8 +206,12 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     dense: config.net_regularizer / 2 * the sum of squared dense weights (every dense
         parameter of two or more dimensions).
     embedding: with the "dense" embedding optimizer, config.embedding_regularizer / 2 *
-        the sum of squared weights of every table (as FuxiCTR regularizes embeddings);
-        fused optimizers apply it themselves, as weight decay of the rows a step touches.
+        the sum of squared weights of every table (as FuxiCTR regularizes embeddings); with
+        the others, config.embedding_regularizer / 2 * the squared norm of every pooled
+        embedding of the batch, divided by the batch size: for a single-valued feature the
+        row it looked up, every time it is looked up (FBGEMM's fused CPU kernels ignore
+        weight decay, so the penalty goes through the loss, and its gradient reaches only
+        those rows); for a multi-valued feature its bag's mean.
     """
     penalty = torch.zeros((), device=device)
     if config.net_regularizer > 0:
@@ -204,6 +220,8 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     if config.embedding_regularizer > 0:
         for table in prepared.dense_tables:
             penalty = penalty + config.embedding_regularizer / 2 * table.pow(2).sum()
+        for pooled in prepared.pooled:
+            penalty = penalty + config.embedding_regularizer / (2 * pooled.shape[0]) * pooled.pow(2).sum()
     return penalty
 
 
@@ -224,7 +242,9 @@ def train_step(
     # FBGEMM kernels, which read it when the forward pass builds the backward.
     prepared.optimizer.zero_grad()
     loss, _ = prepared.step_module(batch.dense, batch.sparse, batch.labels)
-    (loss + regularization(prepared, config, batch.labels.device)).backward()
+    penalty = regularization(prepared, config, batch.labels.device)
+    prepared.pooled.clear()
+    (loss + penalty).backward()
     parts.after_backward(prepared.model, config)
     prepared.optimizer.step()
     if scheduler is not None:
@@ -475,6 +495,8 @@ def load_checkpoint(
         result = FitResult(**saved["result"])
     except _MISFIT as error:
         raise _misfit(path, error) from None
+    except CheckpointException as error:  # dcp's wrapper of each rank's error, a BaseException
+        raise _misfit(path, next(iter(error.failures.values()))[0]) from None
     result.segment_seconds = 0.0  # this call's own time starts now
     return result, (saved["epoch"], saved["position"]), saved
 
@@ -882,7 +904,8 @@ def train(
         steps: cap on the optimizer steps of config.batch_size examples (per rank).
         model: an unsharded model whose weights to start from; a new one if None.
         data: the splits; RunData.synthetic(config) if None.
-        run_dir: directory of checkpoints and, at the end, metrics.json.
+        run_dir: directory of checkpoints and, at the end, metrics.json and
+            predictions.npz (each split's logits and labels).
         resume: continue from run_dir's checkpoint (see fit).
         progress: show a progress bar.
         runtime: this process's device and rank (distributed.start() if None).
@@ -946,9 +969,13 @@ def train(
     splits = {"valid": data.valid, "test": data.test}
     rates = {"train": label_rates or {}, **{name: examples.label_rates(config) for name, examples in splits.items()}}
     rows = {"train": data.train.num_rows, **{name: examples.num_rows for name, examples in splits.items()}}
+    outputs = {  # (logits, labels) per split, rows X T: the metrics, and predictions.npz
+        name: predict(prepared.model, examples.batches(config, config.batch_size, shard=runtime.shard), runtime)
+        for name, examples in splits.items()
+    }
     result = RunResult(
         fit=fitted,
-        metrics={name: evaluate(prepared.model, examples, config, runtime) for name, examples in splits.items()},
+        metrics={name: objective_metrics(*outputs[name], config) for name in splits},
         optimal={name: examples.optimal for name, examples in splits.items() if examples.optimal is not None},
         label_rates=label_rates,
         tables=prepared.tables,
@@ -965,6 +992,12 @@ def train(
         checkpoints.save_best(Path(run_dir), best_checkpoint(result, config, overrides, sharding, data))
         summary = result.summary(config, runtime, overrides)
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        np.savez_compressed(  # per-example results: smt qualify's paired bootstrap reads them
+            Path(run_dir) / PREDICTIONS_FILE,
+            objectives=np.array(config.objective_names),
+            **{f"{name}_logits": logits for name, (logits, _) in outputs.items()},
+            **{f"{name}_labels": labels.astype(np.int8) for name, (_, labels) in outputs.items()},
+        )
     return result
 
 

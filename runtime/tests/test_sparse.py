@@ -131,6 +131,18 @@ def test_every_embedding_optimizer_steps_like_plain_torch_on_the_rows_looked_up(
     assert all(np.isfinite(losses)) and np.mean(losses[-4:]) < np.mean(losses[:4])
 
 
+@pytest.mark.parametrize("embedding_optimizer", ["adagrad", "dense"])
+def test_the_dense_optimizer_holds_every_parameter_but_the_fused_tables(package: Any, config: Any, embedding_optimizer: str) -> None:
+    """Every parameter of the model and of the loss (app_install's has uncertainty weights) is
+    the dense optimizer's, but the tables when a fused optimizer trains them."""
+    prepared = prepare(package.train.PARTS, replace(config, embedding_optimizer=embedding_optimizer), start("cpu"))
+    tables = table_parameter_names(prepared.model)
+    dense = {id(p) for group in prepared.optimizer.dense.param_groups for p in group["params"]}
+    owned = {id(p): name for name, p in [*prepared.model.named_parameters(), *prepared.loss_fn.named_parameters()]}
+    expected = {pid for pid, name in owned.items() if embedding_optimizer == "dense" or name not in tables}
+    assert dense == expected and len(dense) > 0
+
+
 def test_a_reduced_learning_rate_reaches_the_fused_kernels(parts: Any, feed_config: Any) -> None:
     """FBGEMM's kernels read the learning rate when the forward pass builds the backward: a
     rate reduced on a plateau must be the one they use (SGD: half the rate, half the step)."""
