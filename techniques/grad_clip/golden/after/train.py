@@ -99,11 +99,9 @@ def after_backward(model: nn.Module, config: ModelConfig) -> None:
     """Hook: runs after loss.backward() and before the optimizers step (the fused
     embedding tables have already been updated); techniques insert code here.
     """
-    # SMT technique grad_clip 1.1.0: inserts into hook after_backward.
-    dense = [
-        p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse
-    ]
-    torch.nn.utils.clip_grad_norm_(dense, max_norm=config.grad_clip.max_norm)
+    # SMT technique grad_clip 1.1.1: inserts into hook after_backward.
+    with_gradients = [p for p in model.parameters() if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(with_gradients, max_norm=config.grad_clip.max_norm)
 
 
 PARTS = ModelParts(

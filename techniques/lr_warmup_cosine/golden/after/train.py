@@ -85,7 +85,7 @@ def build_embedding_optimizer(config: ModelConfig) -> EmbeddingOptimizer:
     )
 
 
-# SMT technique lr_warmup_cosine 1.1.0: adds warmup_cosine_factor.
+# SMT technique lr_warmup_cosine 1.1.1: adds warmup_cosine_factor.
 def warmup_cosine_factor(
     step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float
 ) -> float:
@@ -109,7 +109,7 @@ def warmup_cosine_factor(
     )
 
 
-# SMT technique lr_warmup_cosine 1.1.0: replaces extension point build_lr_schedule.
+# SMT technique lr_warmup_cosine 1.1.1: replaces extension point build_lr_schedule.
 def build_lr_schedule(
     optimizer: torch.optim.Optimizer, config: ModelConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
