@@ -188,7 +188,7 @@ def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
     def run(trial: Any) -> float:
         setting = suggest(trial, space)
         rendered = evaluator.candidates(setting, trial.number)
-        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity", self.runtime)
+        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity", evaluator.runtime)
 
         def measure(name: str) -> objective.ModelScore:
             _, tree, folder = rendered[name]
