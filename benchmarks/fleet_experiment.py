@@ -33,7 +33,8 @@ least two release cycles, each: ``smt representatives -k R``; ``smt qualify`` of
 technique (all 12, with params from the same catalogue as the teams') on the representatives;
 ``smt promote`` of what passed (largest gain first, each next one qualified again on top of the
 new version); ``smt tune --apply`` of the template defaults (learning rates, dropout) with the
-rest of the cycle's share. R and S follow the budget (template.central_plan): b = 1: 2
+rest of the cycle's share (qualifications leave it at least a fifth). Techniques never qualified
+go first, those applying to most of the fleet first. R and S follow the budget (template.central_plan): b = 1: 2
 representatives, 1 seed; b = 4: 4, 1; b = 16: 6, 2.
 
 Budget accounting. Arm (a): the trials of its teams, b per model (a change over the serving budget

@@ -109,15 +109,15 @@ def settings_digest(args: argparse.Namespace, models: list[worlds.FleetModel]) -
 
 
 def _code_digest() -> str:
-    """The generator, template, techniques, runtime and this harness: a change starts the run over."""
+    """What decides a stage's result: the generator, template, techniques, runtime, criterion and
+    the harness's arms (report.py only formats, so a change there reuses the stages)."""
     digest = hashlib.sha256()
     for part in ("generator", "template_repo", "techniques", "runtime/smt_runtime", "benchmarks/fleet_experiment", "qualification.yml"):
         base = REPO / part
         files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
         for path in files:
-            if path.name in ("checkpoint.json",):
-                continue
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+            if path.name not in ("report.py", "__init__.py"):
+                digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

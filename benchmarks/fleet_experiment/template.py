@@ -4,9 +4,9 @@ Each release cycle, with the ``smt`` commands of the template-iteration loop:
 
 1. ``smt representatives -k R --json``: R representatives (medoids of the spec-descriptor clusters);
 2. ``smt qualify T:params --on REPS --seeds S --steps N`` of every catalogued technique that the
-   template does not hold yet and that applies to a representative (first cycle: catalogue order,
-   the techniques applying to most of the fleet first; later cycles: by the gain measured in the
-   previous one, with the technique's next param set when it had failed);
+   template does not hold yet and that applies to a representative: first those never qualified
+   (the techniques applying to most of the fleet first), then the others by their latest gain,
+   with the technique's next param set when it had failed;
 3. ``smt promote`` of what passed, the largest gain first: each promotion is a new template version,
    so every further passer is qualified again on top of it first (``smt promote`` only accepts a
    passing record of the current version) and promoted if it still passes;
@@ -18,7 +18,8 @@ Budget: the trials the arm's commands ask for, counted once per key from the led
 in the shared cache. Before each command its cost is bounded from above (R x S candidate trials,
 plus R x S baselines not yet trained at this template version); a command that would overrun the
 cycle's share is not run (said in the record). Each cycle gets the budget left divided by the
-cycles left, so both cycles get a share. The arm promotes only what its own qualification recorded
+cycles left, so every cycle gets a share; qualifications and promotions leave a fifth of it (at
+least two tuning trials; none when the share holds fewer than six) to tuning. The arm promotes only what its own qualification recorded
 as passing, so the verification gate of ``smt promote`` never needs ``--force``.
 """
 
@@ -87,6 +88,7 @@ class Central:
         self.gains: dict[str, float] = {}  # technique -> mean gain at its latest qualification
         self.failed: set[str] = set()  # techniques whose latest qualification failed
         self.techniques = sorted(p.parent.name for p in (ws.root / "techniques").glob("*/technique.yml"))
+        self._reach: dict[str, int] | None = None  # models of the fleet each technique applies to (at the start)
 
     @property
     def spent(self) -> int:
@@ -104,12 +106,15 @@ class Central:
         tries = cycle if technique in self.failed else 0
         return menu[min(tries, len(menu) - 1)]
 
-    def order(self, cycle: int) -> list[str]:
-        if cycle == 0:
+    def order(self) -> list[str]:
+        """Techniques never qualified first, those applying to most of the fleet first; then the
+        qualified ones by their latest gain, largest first."""
+        if self._reach is None:
             fleet = self.ws.models()
-            reach = {t: sum(not applies(self.ws, m, t, {}) for m in fleet) for t in self.techniques}
-            return sorted(self.techniques, key=lambda t: (-reach[t], t))
-        return sorted(self.techniques, key=lambda t: (-self.gains.get(t, float("-inf")), t))
+            self._reach = {t: sum(not applies(self.ws, m, t, {}) for m in fleet) for t in self.techniques}
+        reach = self._reach
+        fresh = sorted((t for t in self.techniques if t not in self.gains), key=lambda t: (-reach[t], t))
+        return fresh + sorted((t for t in self.gains), key=lambda t: (-self.gains[t], t))
 
     def qualify(self, technique: str, params: dict[str, Any], reps: list[str]) -> dict[str, Any]:
         """``smt qualify`` on the representatives it applies to; its verdict and trials."""
@@ -187,9 +192,12 @@ class Central:
             left = self.plan.budget - start
             share = left if c == self.plan.cycles - 1 else left // (self.plan.cycles - c)
             reps = self.representatives()
+            per_tune_trial = len(reps) * self.plan.seeds
+            tuning = max(2 * per_tune_trial, share // 5) if share >= 6 * per_tune_trial else 0
+            qualifying = share - tuning  # what qualifications and promotions may spend; tuning gets the rest
             cycle: dict[str, Any] = {"cycle": c + 1, "budget": share, "representatives": reps, "qualified": [], "skipped": [], "promoted": []}
             passers: list[tuple[str, dict[str, Any], str]] = []  # technique, params, template version qualified at
-            for technique in self.order(c):
+            for technique in self.order():
                 if technique in self.promoted:
                     continue
                 params = self.params_for(technique, c)
@@ -198,7 +206,7 @@ class Central:
                     why = applies(self.ws, reps[0], technique, params)
                     cycle["skipped"].append({"change": catalogue.change_label(technique, params), "why": f"applies to no representative ({reps[0]}: {why})"})
                     continue
-                if self.spent - start + self.cost(on) > share:
+                if self.spent - start + self.cost(on) > qualifying:
                     cycle["skipped"].append({"change": catalogue.change_label(technique, params), "why": "the cycle's budget is spent"})
                     continue
                 record = self.qualify(technique, params, reps)
@@ -213,7 +221,7 @@ class Central:
                     if not on:
                         cycle["skipped"].append({"change": label, "why": "no representative can take it on top of the new template"})
                         continue
-                    if self.spent - start + self.cost(on) > share:
+                    if self.spent - start + self.cost(on) > qualifying:
                         cycle["skipped"].append({"change": label, "why": "no budget to qualify it again on top of the new template"})
                         continue
                     record = self.qualify(technique, params, reps)

@@ -48,8 +48,7 @@ def runtime_of(root: Path) -> Path | None:
 def render(root: Path, model: str, answers: dict[str, Any], folder: Path) -> Rendered:
     """Render ``answers`` with the workspace's template and techniques into ``folder`` (raises SmtError)."""
     tree = render_model(root, answers, model, root / "generated" / model)
-    if not (folder / model).is_dir() or not (folder / ".copier-answers.yml").is_file():
-        write_tree(folder, tree, yaml.safe_dump(answers, sort_keys=False))
+    write_tree(folder, tree, yaml.safe_dump(answers, sort_keys=False))  # always: the key names this tree, so the folder must hold it
     runtime = runtime_of(root)
     takes_runtime = "runtime" in inspect.signature(trials.trial_key).parameters
 
