@@ -34,17 +34,23 @@ class Progress:
     """Progress lines on stderr (one per event, no terminal tricks) with trials done and an ETA."""
 
     def __init__(self, planned: int) -> None:
-        self.planned, self.done, self.fresh = planned, 0, 0
+        self.planned, self.done, self.fresh, self.here = planned, 0, 0, 0
         self.started = time.perf_counter()
 
     def add(self, fresh: int, cached: int) -> None:
+        """Trials asked for by this process: ``fresh`` trained, ``cached`` read from the cache."""
         self.done += fresh + cached
+        self.here += fresh + cached
         self.fresh += fresh
+
+    def skip(self, trials: int) -> None:
+        """Trials of a stage an earlier run finished (its checkpoint): done, but no measure of speed."""
+        self.done += trials
 
     def line(self, text: str) -> None:
         elapsed = time.perf_counter() - self.started
         left = max(self.planned - self.done, 0)
-        eta = f"ETA {_clock(elapsed / self.done * left)}" if self.done else "ETA unknown"
+        eta = f"ETA {_clock(elapsed / self.here * left)}" if self.here else "ETA unknown"
         print(f"[{_clock(elapsed)}] {text} | trials {self.done}/~{self.planned} ({self.fresh} trained), {eta}", file=sys.stderr, flush=True)
 
 
@@ -185,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "snapshots": {str(b): {name: t.snapshot(b) for name, t in trajectories.items()} for b in args.budgets},
         })
         checkpoint.save("seconds", seconds)
+    else:
+        progress.skip(n * max(args.budgets))
     snapshots = checkpoint.stages["teams"]["snapshots"]
 
     def evaluated(stage: str, root: Path, specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -193,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluation.evaluate_fleet(root, specs, args.work / "eval" / stage.replace(" ", "-"), eval_seeds, args.steps, pool)
             checkpoint.save(stage, result)
             checkpoint.save("seconds", seconds)
+        else:
+            progress.skip(len(specs) * len(eval_seeds))
         return checkpoint.stages[stage]
 
     initial = evaluated("eval initial", base.root, start_specs)
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             record["seconds"] = time.perf_counter() - stage_started
             record["specs"] = {m: ws_b.spec(m) for m in ws_b.models()}
             checkpoint.save(stage, record)
+        else:
+            progress.skip(checkpoint.stages[stage]["spent"])
         central_record = checkpoint.stages[stage]
         eval_b = evaluated(f"eval b-b{b}", ws_b_root, central_record["specs"])
         results["budgets"][str(b)] = report.budget_result(b, n, start_specs, snapshots[str(b)], checkpoint.stages["teams"], central_record, initial, eval_a, eval_b, tags)
