@@ -74,7 +74,9 @@ def fewer(a: float, b: float) -> str:
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{digits}%}"
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value if value != 0 else 0.0:+.{digits}%}"  # -0.0 (a change of exactly nothing) prints as +0.00%
 
 
 def _met(ok: bool) -> str:
@@ -116,7 +118,11 @@ def release_lines(r: dict[str, Any]) -> list[str]:
             tuned = "no budget left"
         else:
             value = f"{tune['best_value']:+.3%}" if isinstance(tune.get("best_value"), (int, float)) else "none"
-            tuned = f"{tune['trials_asked']} trial(s), best {value} {tune.get('best_params') or ''}: " + ("applied" if tune["applied"] else f"not applied ({tune.get('why', '')})")
+            params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (tune.get("best_params") or {}).items())
+            tuned = (
+                f"{tune['trials_asked']} trial(s), best mean validation change {value} ({params or 'no trial completed'}): "
+                + ("applied" if tune["applied"] else f"not applied ({tune.get('why', '')})")
+            )
         skipped = "; ".join(f"{s['change']}: {s['why']}" for s in cycle["skipped"])
         lines += [
             f"- cycle {cycle['cycle']} ({cycle['trials']} of {cycle['budget']} trials, template {cycle['template']}), representatives {', '.join(cycle['representatives'])}:",
@@ -129,12 +135,13 @@ def release_lines(r: dict[str, Any]) -> list[str]:
 
 def model_table(r: dict[str, Any], fleet: dict[str, list[str]]) -> list[str]:
     lines = [
-        "| model | world | techniques (a) | techniques (b) | logloss (a) | logloss (b) | change ± se | MFLOPs (a) | MFLOPs (b) |",
+        "| model | world | kept by its team (a) | techniques (b) | logloss (a) | logloss (b) | change ± se | MFLOPs (a) | MFLOPs (b) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["comparison"]["rows"]:
+        kept = r["teams"].get(row["model"], {}).get("kept", [])
         lines.append(
-            f"| {row['model']} | {', '.join(fleet.get(row['model'], []))} | {', '.join(row['techniques_a']) or '-'} | {', '.join(row['techniques_b']) or '-'} "
+            f"| {row['model']} | {', '.join(fleet.get(row['model'], []))} | {'; '.join(kept) or '-'} | {', '.join(row['techniques_b']) or '-'} "
             f"| {row['logloss_a']:.4f} | {row['logloss_b']:.4f} | {_pct(row['change'])} ± {row['se']:.2%} | {row['mflops_a']:.4f} | {row['mflops_b']:.4f} |"
         )
     return lines

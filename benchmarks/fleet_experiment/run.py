@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         worlds.FLEET_FILE.write_text(worlds.fleet_text(worlds.draw_fleet()))
         print(f"wrote {worlds.FLEET_FILE.relative_to(REPO)}: {worlds.composition(worlds.draw_fleet())}")
         return 0
+    commit = _commit(args.out)
     fleet = worlds.load_fleet()
     models = choose_models(fleet, args.quick, args.models)
     n = len(models)
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = {
         "models": n, "budgets": args.budgets, "steps": args.steps, "eval_seeds": eval_seeds, "jobs": args.jobs,
         "command": "python benchmarks/fleet_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(), "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": time.perf_counter() - started, "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "trials_trained": progress.fresh, "trials_asked": progress.done,
         "composition": worlds.composition(models),
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _commit() -> str:
+def _commit(out: Path) -> str:
+    """HEAD, and whether tracked files differ from it (the results folder, which a run rewrites, aside)."""
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    aside = [f":(exclude){out.resolve().relative_to(REPO)}"] if out.resolve().is_relative_to(REPO) else []
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *aside], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return proc.stdout.strip() + (" (with uncommitted changes)" if dirty else "")

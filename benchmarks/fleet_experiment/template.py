@@ -181,7 +181,7 @@ class Central:
         if proc.returncode != 0:
             record["why"] = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:][0][:300]
         value = f"{record['best_value']:+.3%}" if isinstance(record["best_value"], (int, float)) else "none"
-        self.note(f"arm (b): tune {n_trials} trial(s) on {len(reps)} representative(s): best {value}, " + ("applied" if record["applied"] else f"not applied: {record.get('why', '')}"))
+        self.note(f"arm (b): tune {n_trials} trial(s) on {len(reps)} representative(s): best mean change {value}, " + ("applied" if record["applied"] else f"not applied: {record.get('why', '')}"))
         return record
 
     def run(self) -> dict[str, Any]:
