@@ -20,7 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from fleet_experiment import evaluation, report, teams, template, worlds, workspace  # noqa: E402
+from fleet_experiment import evaluation, report, teams, template, training, worlds, workspace  # noqa: E402
 from fleet_experiment.catalogue import TECHNIQUE_PARAMS, change_label  # noqa: E402
 
 from generator.engine import validate_spec  # noqa: E402
@@ -198,6 +198,18 @@ def test_a_qualification_the_budget_cannot_hold_is_not_run(tmp_path):
     assert record["spent"] <= 3
 
 
+def test_a_qualification_the_ledger_did_not_see_stops_the_run(tmp_path):
+    """A new change asks for new trials; a ledger that noted none (the CLI's trial path moved away
+    from what smt_ledger.py wraps) would let the arm overspend, so the run stops."""
+    ws = _fleet_root(tmp_path, ["fleet_02", "fleet_03"])
+    fake = FakeCli(ws, passing={})
+    fake._ask = lambda *parts: None  # type: ignore[method-assign]
+    ws.smt = fake  # type: ignore[method-assign]
+    ws.supports = lambda command, option: False  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="ledger noted no trial"):
+        template.Central(ws, template.Plan(40, 2, 1, 2), 1, 1, tmp_path / "reports", lambda text: None).run()
+
+
 # --- arm (a): teams ----------------------------------------------------------------------------
 
 
@@ -220,7 +232,7 @@ def test_a_team_with_a_smaller_budget_is_the_start_of_the_same_trajectory(tmp_pa
     """Budget b's team is the first b trials of the largest budget's; kept changes lower the
     validation logloss; commands and hand-written lines follow the stated accounting."""
     ws = _fleet_root(tmp_path, ["fleet_02", "fleet_05"])
-    monkeypatch.setattr(teams, "measure_folders", lambda folders, *a, **k: {str(f): {"mflops": 0.01, "parameters": 1} for f in folders})
+    monkeypatch.setattr(training, "measure_folders", lambda folders, *a, **k: {str(f): {"mflops": 0.01, "parameters": 1} for f in folders})
     long_run, _ = teams.run_teams(ws, 4, 1, FakePool(), tmp_path / "long", 2603, lambda text: None)
     short_run, _ = teams.run_teams(ws, 2, 1, FakePool(), tmp_path / "short", 2603, lambda text: None)
     for name in ("fleet_02", "fleet_05"):
@@ -241,7 +253,7 @@ def test_a_team_with_a_smaller_budget_is_the_start_of_the_same_trajectory(tmp_pa
 
 def test_a_change_over_the_serving_budget_is_redrawn_and_costs_no_trial(tmp_path, monkeypatch):
     ws = _fleet_root(tmp_path, ["fleet_03"])
-    monkeypatch.setattr(teams, "measure_folders", lambda folders, *a, **k: {str(f): {"mflops": 100.0, "parameters": 1} for f in folders})
+    monkeypatch.setattr(training, "measure_folders", lambda folders, *a, **k: {str(f): {"mflops": 100.0, "parameters": 1} for f in folders})
     pool = FakePool()
     run, _ = teams.run_teams(ws, 2, 1, pool, tmp_path / "t", 2603, lambda text: None)
     team = run["fleet_03"]
@@ -279,6 +291,9 @@ def test_the_comparison_is_paired_by_seed_and_averaged_over_models():
     assert s["share_improved"] == pytest.approx(1 / 3) and s["worst_regression"] == pytest.approx(0.01) and s["worst_model"] == "y"
     assert s["mean_mflops_change"] == pytest.approx(0.1 / 3) and s["total_mflops_change"] == pytest.approx(0.1 / 4)
     assert s["goal"] == {"mean_gain": False, "worst_regression": False, "mflops": False} and not s["goal_met"]
+    assert (s["over_budget_a"], s["over_budget_b"]) == (0, 0)
+    b["x"]["over_budget"] = True
+    assert evaluation.compare(a, b)["summary"]["over_budget_b"] == 1
     tags = evaluation.by_tag(out["rows"], {"x": ("cross-2",), "y": ("additive",), "z": ("cross-2", "test-shift")})
     assert tags["cross-2"]["models"] == 2 and tags["cross-2"]["mean_gain"] == pytest.approx(0.0075)
     assert tags["additive"]["share_improved"] == 0.0

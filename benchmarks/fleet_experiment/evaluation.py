@@ -16,8 +16,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from generator.impact import measure_folders
-
 from . import training
 
 GOAL_GAIN, GOAL_WORST, GOAL_MFLOPS = 0.0063, 0.002, 0.02  # the paper: +0.63 %, no model worse than 0.2 %, MFLOPs within 2 %
@@ -26,16 +24,19 @@ GOAL_GAIN, GOAL_WORST, GOAL_MFLOPS = 0.0063, 0.002, 0.02  # the paper: +0.63 %, 
 def evaluate_fleet(root: Path, specs: dict[str, dict[str, Any]], folder: Path, seeds: list[int], steps: int, pool: training.Pool) -> dict[str, dict[str, Any]]:
     """Per model: test logloss at each seed (nan where a trial failed), MFLOPs and parameters."""
     rendered = {name: training.render(root, name, spec, folder / name) for name, spec in specs.items()}
-    capacity = measure_folders([r.folder for r in rendered.values()], "measuring the final models", next(iter(rendered.values())).runtime)
+    built = training.capacity([r.folder for r in rendered.values()], "measuring the final models", next(iter(rendered.values())).runtime)
     results = pool.run([training.trial(r, seed, steps, "final") for r in rendered.values() for seed in seeds])
     out = {}
     for name, r in rendered.items():
         weights = training.objective_weights(specs[name])
+        measured = built[str(r.folder)] or {"mflops": math.nan, "parameters": 0}  # a model that does not build: its trials fail too
         out[name] = {
             "logloss": [training.weighted_logloss(results[r.tree_key(seed, steps)], weights, "test") for seed in seeds],
-            "mflops": float(capacity[str(r.folder)]["mflops"]),
-            "parameters": int(capacity[str(r.folder)]["parameters"]),
+            "mflops": float(measured["mflops"]),
+            "parameters": int(measured["parameters"]),
             "techniques": [use["name"] for use in specs[name].get("techniques") or []],
+            "over_budget": measured["mflops"] > float(specs[name]["serving"]["max_mflops_per_example"])
+            or measured["parameters"] > int(specs[name]["serving"]["max_params"]),
         }
     return out
 
@@ -61,8 +62,9 @@ def compare(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[
             "model": model,
             "logloss_a": mean_se([x for x, _ in pairs])[0], "logloss_b": mean_se([y for _, y in pairs])[0],
             "change": change, "se": se, "seeds": len(pairs),
-            "mflops_a": mflops_a, "mflops_b": mflops_b, "mflops_change": (mflops_b - mflops_a) / mflops_a if mflops_a else 0.0,
+            "mflops_a": mflops_a, "mflops_b": mflops_b, "mflops_change": (mflops_b - mflops_a) / mflops_a if mflops_a else math.nan,
             "techniques_a": a[model]["techniques"], "techniques_b": b[model]["techniques"],
+            "over_budget_a": bool(a[model].get("over_budget")), "over_budget_b": bool(b[model].get("over_budget")),
         })
     return {"rows": rows, "summary": summarize(rows)}
 
@@ -71,7 +73,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean gain (with its standard error over models), share improved, worst regression, MFLOPs."""
     ok = [r for r in rows if math.isfinite(r["change"])]
     change, se = mean_se([r["change"] for r in ok])
-    total_a = sum(r["mflops_a"] for r in ok)
+    sized = [r for r in ok if math.isfinite(r["mflops_change"])]
+    total_a = sum(r["mflops_a"] for r in sized)
     summary = {
         "models": len(rows),
         "measured": len(ok),
@@ -81,8 +84,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "worst_regression": max((r["change"] for r in ok), default=math.nan),
         "worst_model": max(ok, key=lambda r: r["change"])["model"] if ok else None,
         "best_gain": -min((r["change"] for r in ok), default=math.nan),
-        "mean_mflops_change": mean_se([r["mflops_change"] for r in ok])[0] if ok else math.nan,
-        "total_mflops_change": (sum(r["mflops_b"] for r in ok) - total_a) / total_a if total_a else math.nan,
+        "mean_mflops_change": mean_se([r["mflops_change"] for r in sized])[0],
+        "total_mflops_change": (sum(r["mflops_b"] for r in sized) - total_a) / total_a if total_a else math.nan,
+        "over_budget_a": sum(r.get("over_budget_a", False) for r in rows),
+        "over_budget_b": sum(r.get("over_budget_b", False) for r in rows),
     }
     summary["goal"] = {
         "mean_gain": summary["mean_gain"] >= GOAL_GAIN,

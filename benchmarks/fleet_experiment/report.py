@@ -142,7 +142,8 @@ def model_table(r: dict[str, Any], fleet: dict[str, list[str]]) -> list[str]:
         kept = r["teams"].get(row["model"], {}).get("kept", [])
         lines.append(
             f"| {row['model']} | {', '.join(fleet.get(row['model'], []))} | {'; '.join(kept) or '-'} | {', '.join(row['techniques_b']) or '-'} "
-            f"| {row['logloss_a']:.4f} | {row['logloss_b']:.4f} | {_pct(row['change'])} ± {row['se']:.2%} | {row['mflops_a']:.4f} | {row['mflops_b']:.4f} |"
+            f"| {row['logloss_a']:.4f} | {row['logloss_b']:.4f} | {_pct(row['change'])} ± {row['se']:.2%} "
+            f"| {row['mflops_a']:.4f}{' (over budget)' if row.get('over_budget_a') else ''} | {row['mflops_b']:.4f}{' (over budget)' if row.get('over_budget_b') else ''} |"
         )
     return lines
 
@@ -172,7 +173,8 @@ def verdict_lines(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"- b = {key}: mean CE gain {_pct(s['mean_gain'], 3)} (goal ≥ +0.63 %: {_met(s['goal']['mean_gain'])}); "
             f"worst regression {_pct(s['worst_regression'])} on {s['worst_model']} (goal ≤ +0.2 %: {_met(s['goal']['worst_regression'])}); "
-            f"MFLOPs {_pct(s['mean_mflops_change'])} (goal within ±2 %: {_met(s['goal']['mflops'])}); "
+            f"MFLOPs {_pct(s['mean_mflops_change'])} (goal within ±2 %: {_met(s['goal']['mflops'])}; models over their serving budget: "
+            f"(a) {s.get('over_budget_a', 0)}, (b) {s.get('over_budget_b', 0)}); "
             f"commands per model (a) {commands_a:.1f}, (b) {commands_b:.2f}: {fewer(commands_a, commands_b)} (paper: 92 % less time per model); "
             f"technique-model pairs per cycle (a) {ad['pairs_per_cycle_a']:.1f}, (b) {ad['pairs_per_cycle_b']:.1f}: {ratio} (paper: 6.3x)"
         )

@@ -12,10 +12,11 @@ otherwise it reverts. A change is drawn by the team's own seeded random stream:
 - 10 %: drop a technique it uses (else a hyperparameter).
 
 A change its model cannot take (a precondition, e.g. MMoE on one objective) is redrawn; so is one
-over the serving budget, which the team sees with ``python -m MODEL capacity`` before training
-(a command, not a trial). Decisions depend only on earlier results, so the first b trials of a
-team with budget 16 are exactly the trials of the same team with budget b: one trajectory per
-model serves every budget, and the state after b trials is that team's result at budget b.
+over the serving budget (or one that does not build), which the team sees with ``python -m MODEL
+capacity`` before training (a command, not a trial). Decisions depend only on earlier results, so
+the first b trials of a team with budget 16 are exactly the trials of the same team with budget b:
+one trajectory per model serves every budget, and the state after b trials is that team's result
+at budget b.
 
 Engineering cost per model: commands (train; then per change: ``smt generate``, capacity, train;
 a final revert to the best spec, ``git checkout`` + ``smt generate``, when the last change was
@@ -38,10 +39,10 @@ from typing import Any
 import yaml
 
 from generator.engine import SmtError
-from generator.impact import measure_folders
 from generator.render import check_spec
 
 from . import catalogue, training
+from .training import capacity
 from .workspace import Workspace
 
 ADD, HYPER = 0.55, 0.35  # the rest: drop a technique
@@ -203,12 +204,12 @@ def _changes_within_budget(root: Path, teams: dict[str, Team], techniques: list[
             break
         folders = {name: training.render(root, name, spec, scratch / f"t{k}-draw{attempt}" / name) for name, (_, spec) in proposals.items()}
         runtime = next(iter(folders.values())).runtime
-        measured = measure_folders([r.folder for r in folders.values()], f"capacity of the teams' changes {k}", runtime)
+        measured = capacity([r.folder for r in folders.values()], f"capacity of the teams' changes {k}", runtime)
         pending = []
         for name, (change, spec) in proposals.items():
             serving = spec.get("serving") or {}
-            capacity = measured[str(folders[name].folder)]
-            over = capacity["mflops"] > float(serving.get("max_mflops_per_example", math.inf)) or capacity["parameters"] > int(serving.get("max_params", sys.maxsize))
+            built = measured[str(folders[name].folder)]
+            over = built is None or built["mflops"] > float(serving.get("max_mflops_per_example", math.inf)) or built["parameters"] > int(serving.get("max_params", sys.maxsize))
             if over:
                 teams[name].refused.append(k)
                 teams[name].refused_lines[k] = teams[name].refused_lines.get(k, 0) + lines_written(teams[name].best, spec)

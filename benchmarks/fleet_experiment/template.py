@@ -89,6 +89,7 @@ class Central:
         self.failed: set[str] = set()  # techniques whose latest qualification failed
         self.techniques = sorted(p.parent.name for p in (ws.root / "techniques").glob("*/technique.yml"))
         self._reach: dict[str, int] | None = None  # models of the fleet each technique applies to (at the start)
+        self.qualified: set[tuple[str, str]] = set()  # (change, template version) already qualified
 
     @property
     def spent(self) -> int:
@@ -126,7 +127,12 @@ class Central:
             "qualify", label, "--on", ",".join(models), "--seeds", str(self.plan.seeds), "--steps", str(self.steps), *self._jobs(),
             ok=(0, 1, 2),
         )
-        self.trained |= {(version, m) for m in models}
+        if proc.returncode in (0, 1):  # it trained (exit 2: refused before any trial)
+            self.trained |= {(version, m) for m in models}
+        self.qualified.add((label, version))
+        if proc.returncode in (0, 1) and self.spent == before:
+            # A new (change, version) always asks for new candidate trials: the ledger missed them.
+            raise RuntimeError(f"smt qualify {label}: the trial ledger noted no trial; generator.trials changed under smt_ledger.py")
         report = _report(self.ws.root, proc.stdout)
         record = {
             "change": label, "template": version, "on": models, "exit": proc.returncode,
@@ -134,7 +140,7 @@ class Central:
             "trials": self.spent - before,
         }
         if proc.returncode == 2:
-            record["reasons"] = [(proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:][0][:300]]
+            record["reasons"] = [_last_line(proc)]
         if record["mean_gain"] is not None:
             self.gains[technique] = float(record["mean_gain"])
         (self.failed.discard if record["passed"] else self.failed.add)(technique)
@@ -149,7 +155,7 @@ class Central:
         pairs = [line.split(":")[0] for line in proc.stdout.splitlines() if ": adopted " in line]
         record = {"change": label, "exit": proc.returncode, "from": old, "to": template_version(self.ws), "pairs": len(pairs), "models": pairs}
         if proc.returncode != 0:
-            record["why"] = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:][0][:300]
+            record["why"] = _last_line(proc)
         self.note(f"arm (b): promote {label}: " + (f"template {old} -> {record['to']}, {len(pairs)} technique-model pair(s)" if proc.returncode == 0 else f"refused: {record['why']}"))
         return record
 
@@ -170,7 +176,8 @@ class Central:
             "--steps", str(self.steps), "--seeds", str(self.plan.seeds), "--sampler-seed", "0",
             "--report", str(report), "--apply", *jobs, ok=(0, 1, 2),
         )
-        self.trained |= {(version, m) for m in reps}
+        if self.spent > before:  # it trained (the baselines first); exit 2 is also a refused --apply
+            self.trained |= {(version, m) for m in reps}
         best = {}
         if (report / "report.json").is_file():
             best = json.loads((report / "report.json").read_text()).get("best") or {}
@@ -179,7 +186,7 @@ class Central:
             "from": version, "to": template_version(self.ws), "best_value": best.get("value"), "best_params": best.get("params"),
         }
         if proc.returncode != 0:
-            record["why"] = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:][0][:300]
+            record["why"] = _last_line(proc)
         value = f"{record['best_value']:+.3%}" if isinstance(record["best_value"], (int, float)) else "none"
         self.note(f"arm (b): tune {n_trials} trial(s) on {len(reps)} representative(s): best mean change {value}, " + ("applied" if record["applied"] else f"not applied: {record.get('why', '')}"))
         return record
@@ -201,6 +208,8 @@ class Central:
                 if technique in self.promoted:
                     continue
                 params = self.params_for(technique, c)
+                if (catalogue.change_label(technique, params), template_version(self.ws)) in self.qualified:
+                    continue  # the same change on the same template: the same trials, the same verdict
                 on = [r for r in reps if not applies(self.ws, r, technique, params)]
                 if not on:
                     why = applies(self.ws, reps[0], technique, params)
@@ -242,6 +251,12 @@ class Central:
     def representatives(self) -> list[str]:
         proc = self.ws.smt("representatives", "-k", str(self.plan.reps), "--json")
         return list(json.loads(proc.stdout)["representatives"])
+
+
+def _last_line(proc: Any) -> str:
+    """The last line a command printed (its error, for a refusal), at most 300 characters."""
+    lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+    return lines[-1][:300] if lines else f"exit {proc.returncode}, no output"
 
 
 def _report(root: Path, stdout: str) -> dict[str, Any]:

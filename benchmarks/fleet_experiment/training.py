@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from generator import trials
+from generator.engine import SmtError
+from generator.impact import measure_folders
 from generator.render import render_model
 from generator.sync import write_tree
 
@@ -105,6 +107,22 @@ class Pool:
         if self.on_done:
             self.on_done(len(pending), len(unique) - len(pending))
         return results
+
+
+def capacity(folders: list[Path], doing: str, runtime: Path | None) -> dict[str, dict[str, float] | None]:
+    """Parameters and MFLOPs per example of each rendered folder (one PyTorch process), or None for
+    a model that does not build (then each is measured alone, so one failure spoils no other)."""
+    try:
+        return measure_folders(folders, doing, runtime)
+    except SmtError:
+        out: dict[str, dict[str, float] | None] = {}
+        for folder in folders:
+            try:
+                out.update(measure_folders([folder], doing, runtime))
+            except SmtError as error:
+                print(f"  {folder.name}: does not build: {error}", file=sys.stderr)
+                out[str(folder)] = None
+        return out
 
 
 def weighted_logloss(metrics: dict[str, Any] | Exception, weights: dict[str, float], split: str) -> float:
