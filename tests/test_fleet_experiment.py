@@ -159,14 +159,14 @@ class FakeCli:
         raise AssertionError(f"unexpected command {args}")
 
 
-@pytest.mark.parametrize("budget", [8, 24, 60])
-def test_the_central_team_never_spends_more_than_its_budget(tmp_path, budget):
+@pytest.mark.parametrize(("budget", "reps", "seeds"), [(8, 0, 0), (24, 0, 0), (60, 0, 0), (200, 3, 2)])
+def test_the_central_team_never_spends_more_than_its_budget(tmp_path, budget, reps, seeds):
     names = ["fleet_02", "fleet_03", "fleet_05", "fleet_10"]
     ws = _fleet_root(tmp_path, names)
     fake = FakeCli(ws, passing={"dcn_v2": 0.01, "residual_mlp": 0.004})
     ws.smt = fake  # type: ignore[method-assign]
     ws.supports = lambda command, option: False  # type: ignore[method-assign]
-    plan = template.central_plan(budget, len(names))
+    plan = template.Plan(budget, reps, seeds, 2) if reps else template.central_plan(budget, len(names))
     record = template.Central(ws, plan, 1, 1, tmp_path / "reports", lambda text: None).run()
     assert 0 < record["spent"] <= budget
     assert len(record["cycles"]) == plan.cycles >= 2
@@ -174,6 +174,8 @@ def test_the_central_team_never_spends_more_than_its_budget(tmp_path, budget):
     for cycle in record["cycles"]:
         assert cycle["trials"] <= cycle["budget"]
     qualified = [q["change"].split(":")[0] for c in record["cycles"] for q in c["qualified"]]
+    if seeds == 2:
+        assert all(q["trials"] % 2 == 0 for c in record["cycles"] for q in c["qualified"])  # both paired seeds, every time
     if budget >= 60:  # room for every technique the representatives can take, and for promotions
         assert {"dcn_v2", "residual_mlp", "grad_clip", "mmoe"} <= set(qualified)
         promoted = [p["change"].split(":")[0] for c in record["cycles"] for p in c["promoted"]]
@@ -182,7 +184,8 @@ def test_the_central_team_never_spends_more_than_its_budget(tmp_path, budget):
         assert qualified.count("residual_mlp") == 2
         assert template.template_version(ws) == "0.8.0"
         tuned = [c["tune"] for c in record["cycles"] if c["tune"]]
-        assert tuned and all(t["trials"] <= t["trials_asked"] * 2 + 2 for t in tuned)  # 2 representatives x 1 seed per trial, + baselines
+        per_trial = plan.reps * plan.seeds  # one candidate per representative and seed; the baselines once
+        assert tuned and all(t["trials"] <= (t["trials_asked"] + 1) * per_trial for t in tuned)
 
 
 def test_a_qualification_the_budget_cannot_hold_is_not_run(tmp_path):
