@@ -227,7 +227,7 @@ def test_a_trial_is_scored_on_the_validation_split_never_on_test(repo_copy, tmp_
     candidate = dict(baseline.tree)
     candidate[next(iter(candidate))] += "\n# the candidate\n"
     for tree, valid, test in ((baseline.tree, 0.50, 0.50), (candidate, 0.45, 0.55)):
-        key = trials.trial_key(tree, (), 0, 3)
+        key = trials.trial_key(tree, (), 0, 3, evaluator.runtime)  # the key a study's trial has: runtime included
         folder = repo_copy / ".smt" / "trials" / key / f"threads-{evaluator.threads}"
         folder.mkdir(parents=True)
         split = lambda logloss: {"open": {"logloss": logloss, "ne": 0.9, "auc": 0.7, "calibration": 1.0}}  # noqa: E731
