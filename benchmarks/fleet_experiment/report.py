@@ -176,6 +176,8 @@ def verdict_lines(results: dict[str, Any]) -> list[str]:
             f"MFLOPs {_pct(s['mean_mflops_change'])} (goal within ±2 %: {_met(s['goal']['mflops'])}; models over their serving budget: "
             f"(a) {s.get('over_budget_a', 0)}, (b) {s.get('over_budget_b', 0)}); "
             f"commands per model (a) {commands_a:.1f}, (b) {commands_b:.2f}: {fewer(commands_a, commands_b)} (paper: 92 % less time per model); "
+            f"hand-written spec lines per model (a) {e['a']['spec_lines_per_model']:.1f}, (b) {e['b']['spec_lines_per_model']:.0f}; "
+            f"wall time per model in this run (a) {e['a']['seconds_per_model']:.0f} s, (b) {e['b']['seconds_per_model']:.0f} s (trials found in the cache cost none); "
             f"technique-model pairs per cycle (a) {ad['pairs_per_cycle_a']:.1f}, (b) {ad['pairs_per_cycle_b']:.1f}: {ratio} (paper: 6.3x)"
         )
     return lines
