@@ -77,13 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write-fleet", action="store_true", help="Write fleet.yml from the seeded generator and exit.")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.budgets = [int(b) for b in (args.budgets or ("1,4" if quick else "1,4,16")).split(",")]
+    try:
+        args.budgets = sorted({int(b) for b in (args.budgets or ("1,4" if quick else "1,4,16")).split(",") if b.strip()})
+    except ValueError:
+        parser.error(f"--budgets {args.budgets!r}: give trials per model as whole numbers, e.g. 1,4,16")
     args.steps = args.steps or (100 if quick else 300)
     args.eval_seeds = args.eval_seeds or (2 if quick else 3)
     name = "fleet_experiment_quick" if quick else "fleet_experiment"
     args.out = args.out or REPO / "benchmarks" / "results" / name
     args.work = args.work or REPO / ".smt" / "fleet_experiment" / args.out.name
-    if min(args.budgets) < 1 or args.steps < 1 or args.eval_seeds < 1 or args.jobs < 1:
+    if not args.budgets or min(args.budgets) < 1 or args.steps < 1 or args.eval_seeds < 1 or args.jobs < 1:
         parser.error("budgets, --steps, --eval-seeds and --jobs must be at least 1")
     return args
 
