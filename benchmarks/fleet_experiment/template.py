@@ -12,7 +12,8 @@ Each release cycle, with the ``smt`` commands of the template-iteration loop:
    passing record of the current version) and promoted if it still passes;
 4. ``smt tune --apply`` of the template defaults (learning rates, dropout) on the representatives
    with what is left of the cycle's budget; a winner that beats the current defaults within every
-   constraint is a new template version.
+   constraint is a new template version. (``--jobs J`` runs J tuning trials at a time, so TPE's
+   suggestions, seeded, still differ from run to run.)
 
 Budget: the trials the arm's commands ask for, counted once per key from the ledger, run or found
 in the shared cache. Before each command its cost is bounded from above (R x S candidate trials,
