@@ -580,7 +580,8 @@ def test_capacity_is_computed_from_the_spec_without_allocating_the_tables(model:
     assert small == measured
     huge_features = tuple(replace(feature, cardinality=3 * 10**9) for feature in model.config.sparse_features)
     huge = serve.spec_capacity_report(model.parts, replace(model.config, sparse_features=huge_features))
-    rows = sum(3 * 10**9 * feature.embedding_dim for feature in model.config.sparse_features)
+    # num_embeddings: the cardinality plus the reserved unknown row of a feature that declares none
+    rows = sum(replace(feature, cardinality=3 * 10**9).num_embeddings * feature.embedding_dim for feature in model.config.sparse_features)
     assert huge["embedding_parameters"] == rows
     assert huge["embedding_bytes"] == 4 * rows
     assert huge["dense_parameters"] == measured["dense_parameters"]

@@ -337,9 +337,9 @@ def test_readme_copier_copy_from_the_template_folder_works_as_written(tmp_path: 
 def test_readme_copier_copy_of_a_release_works_and_its_answers_header_says_copier_update(release: Release, tmp_path: Path) -> None:
     """The README's model-repo command works as written, and the command its answers file names
     changes an answer and regenerates the model (there is no `smt generate` in a model repo)."""
-    words = _readme_copier_copy('"$SMT_REPO"')
+    words = _readme_copier_copy('"git+$SMT_REPO"')
     spec = _partial_spec(tmp_path / "feed_ctr.yml")
-    replaced = {"feed_ctr.yml": str(spec), "$SMT_REPO": str(release.root), "feed_ctr": str(tmp_path / "feed_ctr")}
+    replaced = {"feed_ctr.yml": str(spec), "git+$SMT_REPO": f"git+file://{release.root}", "feed_ctr": str(tmp_path / "feed_ctr")}
     copier(tmp_path, *[replaced.get(word, word) for word in words[1:]])
     repo = tmp_path / "feed_ctr"
     header = (repo / ANSWERS).read_text().split("\n_", 1)[0]

@@ -262,7 +262,8 @@ def test_qualify_end_to_end_writes_a_report_and_reuses_its_trials(qualify_repo):
     done = [line for line in result.err.splitlines() if line.startswith("trials ") and " done: feed_ctr " in line]
     assert [line.split(" done:")[0] for line in done] == ["trials 1/2", "trials 2/2"] and all(", ETA " in line for line in done)
     record = json.loads((qualify_repo / "qualification" / "records" / "grad_clip.json").read_text())
-    key = "1.1.0@template-" + (REPO / "template_repo" / "VERSION").read_text().strip()
+    version = yaml.safe_load((REPO / "techniques" / "grad_clip" / "technique.yml").read_text())["version"]
+    key = f"{version}@template-" + (REPO / "template_repo" / "VERSION").read_text().strip()
     assert list(record) == [key] and record[key]["grad_clip:max_norm=5.0"]["passed"] == data["passed"]
     again = run_smt(qualify_repo, "qualify", "grad_clip:max_norm=5.0", "--on", "feed_ctr", "--seeds", "1", "--steps", "20", "--report", str(report), timeout=HANG_TIMEOUT)
     assert "0 trial(s) run, 2 cached" in again.out

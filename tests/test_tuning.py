@@ -319,7 +319,7 @@ def test_technique_params_in_the_space_reach_every_model_the_technique_applies_t
         uses = {use["name"]: use.get("params", {}) for use in answers["techniques"]}
         assert uses["field_dropout"] == {"rate": 0.15}, name
         config = tree[f"{name}/config.py"]
-        assert "rate: float = 0.15" in config, name
+        assert "rate: float = field(default=0.15," in config, name
     before = {use["name"] for use in entries[1].answers["techniques"]}
     assert {use["name"] for use in rendered["video_vtr"][0]["techniques"]} == before | {"field_dropout"}
 
