@@ -89,6 +89,9 @@ class ModelConfig(ModelConfigBase):
     weight_decay: float = 0.0
     embedding_optimizer: str = "adagrad"
     embedding_learning_rate: float | None = None
+    # Initial table rows: normal with this std, or (None) uniform in +-1/sqrt(cardinality)
+    # (smt_runtime.sparse.init_tables).
+    embedding_init_std: float | None = None
     # L2 penalties (smt_runtime.training.regularization): of the embedding rows a step
     # updates (of whole tables with the "dense" embedding optimizer), and of dense weights.
     embedding_regularizer: float = 0.0
