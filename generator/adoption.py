@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +102,27 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 @dataclass
 class Outcome:
-    """What adopt/drop will do: changed specs and their renders, plus models left alone and why."""
+    """What adopt/drop will do: changed specs and their renders, plus models left alone and why.
+
+    ``param_changes`` names the changed models that already used the technique: model ->
+    (old params, new params), both resolved (every param, defaults filled in).
+    """
 
     changed: list[tuple[ModelEntry, dict[str, Any], RenderedTree]]
     not_applicable: list[tuple[str, str]]
     unchanged: list[tuple[str, str]]
+    param_changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """Params as the spec writes them, on one line, e.g. ``{num_cross_layers: 2, low_rank: 0}``."""
+    return "{" + ", ".join(f"{name}: {_yaml_value(value)}" for name, value in params.items()) + "}"
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(item) for item in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def plan_adoption(fleet: Fleet, entries: list[ModelEntry], technique: str, params: dict[str, Any], drop: bool) -> Outcome:
@@ -124,10 +140,16 @@ def plan_adoption(fleet: Fleet, entries: list[ModelEntry], technique: str, param
                 outcome.unchanged.append((entry.name, "does not use it"))
                 continue
             changed = spec.without_technique(technique)
-        else:
-            if spec.uses_technique(technique) and not params:
-                outcome.unchanged.append((entry.name, "already uses it"))
+        elif spec.uses_technique(technique):
+            # Given params change the ones the spec sets; the others keep their values.
+            merged = {**spec.params_of(technique), **params}
+            before = dict(library[technique].resolve_params(spec.params_of(technique), technique))
+            after = dict(library[technique].resolve_params(merged, technique))
+            if before == after:
+                outcome.unchanged.append((entry.name, f"already uses it with {format_params(after)}" if after else "already uses it"))
                 continue
+            changed = spec.with_technique(technique, merged)
+        else:
             changed = spec.with_technique(technique, params)
         answers = changed.as_dict()
         try:
@@ -136,6 +158,8 @@ def plan_adoption(fleet: Fleet, entries: list[ModelEntry], technique: str, param
             outcome.not_applicable.append((entry.name, str(error).removeprefix(f"{entry.name}: ")))
             continue
         outcome.changed.append((entry, answers, render_model(fleet.root, answers, entry.name, entry.directory)))
+        if not drop and spec.uses_technique(technique):
+            outcome.param_changes[entry.name] = (before, after)
     return outcome
 
 

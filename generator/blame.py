@@ -2,11 +2,16 @@
 
 The engine's steps are replayed for the one file: the template's text, then each technique in the
 model's order. Every line of the final file is traced back through the steps with difflib; the step
-where it first appears wrote it.
+where it first appears wrote it. A definition a technique replaced or added is that technique's
+whole, every line of it: difflib alone would give a replacement's lines that read like the
+template's (``class TaskTowers(nn.Module):``, a shared docstring line) to the template. The engine
+marks each such definition with a ``# SMT technique LABEL: replaces|adds NAME.`` comment; the
+definition under it, decorators to last line, is the technique's.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -78,6 +83,32 @@ def _trace_all(steps: list[tuple[str, str]]) -> list[str]:
     return [author if author is not None else steps[0][0] for author in authors]
 
 
+def definition_owners(text: str) -> dict[int, str]:
+    """0-based line -> technique label for every line of a top-level definition a technique
+    replaced or added (its provenance comment included), from the engine's comments in ``text``."""
+    from .engine.patch import PROVENANCE_PREFIX  # noqa: PLC0415 - libcst: only when blaming
+
+    owned = re.compile(r"^\s*" + re.escape(PROVENANCE_PREFIX) + r"(?P<label>.+?): (?:replaces extension point|adds) \w+\.\s*$")
+    lines = text.splitlines()
+    try:
+        module = ast.parse(text)
+    except SyntaxError:
+        return {}
+    owners: dict[int, str] = {}
+    for node in module.body:
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef, ast.Assign, ast.AnnAssign)):
+            continue
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
+        comment = first - 1
+        while comment >= 0 and lines[comment].lstrip().startswith("#") and not owned.match(lines[comment]):
+            comment -= 1  # other comments between the provenance line and the definition
+        match = owned.match(lines[comment]) if comment >= 0 else None
+        if match:
+            for line in range(comment, (node.end_lineno or node.lineno)):
+                owners[line] = match["label"]
+    return owners
+
+
 BLAME_CACHE = "blame"
 
 
@@ -145,6 +176,8 @@ def _compute_authors(root: Path, cache: RenderCache, entry: ModelEntry, relative
         base = strip_header(render_model(root, entry.spec.without_techniques().as_dict(), model)[relative])
         steps = engine.trace_file(engine.load_sources(root), target, base, plan)
         traced = _trace_all(steps)
+        for line, label in definition_owners(steps[-1][1]).items():
+            traced[line] = label
         body_offset = len(lines) - len(steps[-1][1].splitlines())
     labels = {a.technique.label: a.technique for a in plan}
     authors: list[tuple[str, str]] = []

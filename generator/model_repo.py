@@ -1,10 +1,14 @@
 """Model repos: a model kept in its own git repository, created by ``copier copy`` from the SMT repo
-and kept current by ``copier update``. Two things Copier leaves to us:
+and kept current by ``copier update``. What Copier leaves to us:
 
 - ``copier update --conflict inline`` exits 0 even when conflicts remain: ``find_conflicts`` lists
   leftover conflict markers and paths still unmerged in git's index;
 - ``check_update`` asks ``copier check-update`` (the copier installed next to this package) whether
-  the SMT repo has tagged a newer release than the one recorded in ``.copier-answers.yml``.
+  the SMT repo has tagged a newer release than the one recorded in ``.copier-answers.yml``;
+- ``smt adopt``/``smt drop`` in a model repo: ``plan_technique_change`` edits the techniques answer
+  (the whole list, so nobody restates it by hand), ``release_evidence`` reads the qualification
+  record at the repo's release (the gate), and ``update_answers`` runs ``copier update`` at the
+  current release with the new list.
 
 Nothing here renders or needs PyTorch; errors are ``SmtError`` values with one line for people.
 """
@@ -16,11 +20,17 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .engine import SmtError
-from .fleet import ANSWERS_FILE
+from .engine.paths import TECHNIQUES_DIR, TEMPLATE_DIR
+from .fleet import ANSWERS_FILE, ModelAnswers
+from .qualification.gate import RECORDS_DIR, Evidence, change_label
 
 UPDATE_COMMAND = "copier update --trust --conflict inline"
 CHECK_UPDATE_TIMEOUT_S = 60.0
@@ -164,3 +174,124 @@ def check_update(start: Path, timeout: float = CHECK_UPDATE_TIMEOUT_S) -> Update
         )
     except (ValueError, KeyError, TypeError):
         raise SmtError(f"copier check-update printed something unexpected: {lines[-1][:200]!r}") from None
+
+
+# --- smt adopt / smt drop in a model repo ------------------------------------------------------
+
+
+def model_repo_of(start: Path) -> Path | None:
+    """The top of the git work tree holding ``start`` when it is a model repo (its answers file
+    names the SMT repo it came from), else None."""
+    try:
+        repo = repo_root(start)
+    except SmtError:
+        return None
+    answers = repo / ANSWERS_FILE
+    if not answers.is_file():
+        return None
+    try:
+        data = yaml.safe_load(answers.read_text())
+    except yaml.YAMLError:
+        return None
+    return repo if isinstance(data, dict) and data.get("_src_path") else None
+
+
+def local_source(src: str) -> Path | None:
+    """The folder of an SMT repo given as a path, ``file://`` or ``git+file://`` URL; None for a remote URL."""
+    path = src.removeprefix("git+").removeprefix("file://")
+    folder = Path(path).expanduser()
+    return folder if folder.is_absolute() and folder.is_dir() else None
+
+
+def release_file(src: str, ref: str, path: str) -> str | None:
+    """The text of ``path`` in the SMT repo ``src`` at release ``ref`` (None when it has no such
+    file); a remote repo is fetched shallowly. Raises SmtError when the release is out of reach."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    folder = local_source(src)
+    with tempfile.TemporaryDirectory(prefix="smt-release-") as tmp:
+        if folder is None:
+            url = src.removeprefix("git+")
+            clone = subprocess.run(
+                ["git", "clone", "--quiet", "--bare", "--depth", "1", "--branch", ref, url, tmp],
+                capture_output=True, text=True, env=env, check=False,
+            )
+            if clone.returncode != 0:
+                detail = clone.stderr.strip().splitlines()[-1:] or ["no output"]
+                raise SmtError(f"{src} at {ref}: cannot fetch the SMT release this repo is on ({detail[0]})")
+            folder = Path(tmp)
+        shown = subprocess.run(["git", "-C", str(folder), "show", f"{ref}:{path}"], capture_output=True, text=True, env=env, check=False)
+    if shown.returncode == 0:
+        return shown.stdout
+    if "exists on disk, but not in" in shown.stderr or "does not exist in" in shown.stderr:
+        return None
+    detail = shown.stderr.strip().splitlines()[-1:] or ["no output"]
+    raise SmtError(f"{src} at {ref}: cannot read {path} of the SMT release this repo is on ({detail[0]})")
+
+
+@dataclass(frozen=True)
+class TechniqueChange:
+    """A model repo's techniques answer before and after ``smt adopt``/``smt drop``."""
+
+    repo: Path
+    model: str
+    src: str
+    release: str  # the answers file's _commit: the SMT release the repo is on
+    old: list[dict[str, Any]]
+    new: list[dict[str, Any]]
+
+    def params_of(self, technique: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The params the answer gives ``technique`` before and after, when it used it before and
+        still does (a change of params), else None."""
+        before = next((use for use in self.old if use["name"] == technique), None)
+        after = next((use for use in self.new if use["name"] == technique), None)
+        if before is None or after is None:
+            return None
+        return dict(before.get("params") or {}), dict(after.get("params") or {})
+
+
+def plan_technique_change(repo: Path, technique: str, params: dict[str, Any], drop: bool) -> TechniqueChange:
+    """The techniques answer with ``technique`` (and ``params``) added, or removed; for a
+    technique it already uses, the params named change and the others keep their values (as
+    ``adoption.plan_adoption`` does)."""
+    answers = yaml.safe_load((repo / ANSWERS_FILE).read_text()) or {}
+    model = str(answers.get("model_name") or repo.name)
+    spec = ModelAnswers(model, answers)
+    merged = {**spec.params_of(technique), **params}
+    changed = spec.without_technique(technique) if drop else spec.with_technique(technique, merged)
+    return TechniqueChange(repo, model, str(answers["_src_path"]), str(answers.get("_commit") or "HEAD"), spec.uses, changed.uses)
+
+
+def release_evidence(change: TechniqueChange, technique: str, params: dict[str, Any]) -> Evidence:
+    """What the SMT release the repo is on records about ``technique`` with ``params`` (the gate)."""
+    meta = release_file(change.src, change.release, f"{TECHNIQUES_DIR}/{technique}/technique.yml")
+    if meta is None:
+        raise SmtError(f"{technique}: unknown technique at SMT release {change.release} (see `smt techniques` there)")
+    version = str((yaml.safe_load(meta) or {}).get("version", ""))
+    template_version = (release_file(change.src, change.release, f"{TEMPLATE_DIR}/VERSION") or "").strip()
+    label = change_label(technique, params)
+    text = release_file(change.src, change.release, f"{RECORDS_DIR.as_posix()}/{technique}.json")
+    runs = (json.loads(text) if text else {}).get(f"{version}@template-{template_version}") or {}
+    record = runs.get(label)
+    return Evidence(label, technique, dict(params), version, template_version, record if isinstance(record, dict) else None)
+
+
+def update_answers(change: TechniqueChange) -> list[Conflict]:
+    """``copier update`` at the repo's current release with the new techniques answer (the same
+    merge a release update does, so local edits stay); the conflicts it left. Refuses a dirty work
+    tree before anything runs, as Copier does."""
+    dirty = _git(change.repo, "status", "--porcelain").splitlines()
+    if dirty:
+        raise SmtError(f"{dirty[0][3:]}: uncommitted changes; `copier update` needs a clean work tree: commit or stash them first")
+    command = [
+        sys.executable, "-m", "copier", "update", "--trust", "--defaults", "--conflict", "inline", "--quiet",
+        "--vcs-ref=:current:", "--data", f"techniques={json.dumps(change.new)}",
+    ]
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    proc = subprocess.run(command, cwd=change.repo, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
+        last = lines[-1].removeprefix("ValueError: ") if lines else f"exit code {proc.returncode}"
+        if last.startswith("Validation error for question 'techniques': "):  # the release's own validator
+            raise SmtError(f"{change.model}: {last.split(': ', 1)[1]}; nothing changed")
+        raise SmtError(f"copier update failed: {last}")
+    return find_conflicts(change.repo)

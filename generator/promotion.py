@@ -1,7 +1,8 @@
 """smt promote: a qualified technique becomes a template default and the next template version.
 
-Promotion needs a passing qualification record for the technique's current version at the current
-template version (``qualification/records/<technique>.json``). It then:
+Promotion passes the qualification gate (``qualification.gate``: a passing record of exactly this
+change at the current technique and template versions, or ``--verify``, or ``--force --reason``).
+It then:
 
 1. adds the technique (with the qualified params) to the template's default ``techniques`` answer
    (``template_repo/questions.yml``), so every model created from now on gets it unless its spec
@@ -9,7 +10,8 @@ template version (``qualification/records/<technique>.json``). It then:
 2. adopts it into the spec of every eligible model of the fleet, except the models that opt out
    (``--except a,b``; a model can also ``smt drop`` it later, and nothing adds it back);
 3. bumps ``template_repo/VERSION`` (minor version), regenerates the fleet, and adds a
-   ``CHANGELOG.md`` entry citing the qualification report.
+   ``CHANGELOG.md`` entry citing the evidence (the report, the verification, or the forced reason);
+4. (the CLI) commits those files and tags the commit ``v<VERSION>`` (``generator.release``).
 
 Everything is rendered before anything is written, as in ``smt adopt``.
 """
@@ -17,7 +19,6 @@ Everything is rendered before anything is written, as in ``smt adopt``.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,17 @@ from typing import Any
 import yaml
 
 from . import adoption
+from .changelog import CHANGELOG, add_release
 from .engine import SmtError, load_sources
 from .engine.paths import TEMPLATE_DIR
-from .fleet import Fleet
-from .qualification.report import latest_record
+from .fleet import GENERATED_DIR, Fleet
+from .qualification.gate import Evidence, evidence
+from .qualification.variants import parse_change
 from .render import render_model
 from .sync import compare, read_tree, write_tree
 
 QUESTIONS = Path(TEMPLATE_DIR) / "questions.yml"
 VERSION_FILE = Path(TEMPLATE_DIR) / "VERSION"
-CHANGELOG = "CHANGELOG.md"
 _DEFAULT_LINE = re.compile(r"^(techniques:\n(?:  .*\n)*?  default: )(.*)$", re.MULTILINE)
 
 
@@ -72,76 +74,95 @@ def _with_default(questions: str, use: dict[str, Any]) -> str:
     return questions[: match.start(2)] + '"' + flow.replace('"', '\\"') + '"' + questions[match.end(2) :]
 
 
-def promote(fleet: Fleet, change: str, opt_out: list[str]) -> Promotion:
-    """Promote ``change`` (``T`` or ``T:k=v,...``, as qualified); raise SmtError (nothing written)
-    without a passing record of exactly that change."""
+@dataclass
+class PromotionPlan:
+    """What promoting a change would do, computed without writing (the gate and --verify read it)."""
+
+    technique: str
+    params: dict[str, Any]
+    evidence: Evidence
+    outcome: adoption.Outcome
+    opt_out: list[str]
+
+    @property
+    def eligible(self) -> list[str]:
+        """The models that would adopt the technique."""
+        return [entry.name for entry, _, _ in self.outcome.changed]
+
+
+def plan_promotion(fleet: Fleet, change: str, opt_out: list[str]) -> PromotionPlan:
+    """Validate ``change`` (``T`` or ``T:k=v,...``, as qualified) and the opt-outs; render the
+    adoption in memory. Raises SmtError; writes nothing."""
     root = fleet.root
     sources = load_sources(root)
-    technique = change.partition(":")[0]
+    parsed = parse_change(change, None)
+    technique = parsed.technique or ""
     if technique not in sources.library:
         raise SmtError(f"{technique}: unknown technique (see `smt techniques`)")
-    version = str(sources.library[technique].version)
-    record = latest_record(root, technique, version, sources.version, change)
-    if record is None:
-        raise SmtError(
-            f"{change}: no qualification record for {technique} {version} at template {sources.version};"
-            f" run `smt qualify {change}` first"
-        )
-    if not record["passed"]:
-        raise SmtError(f"{technique} {version}: its qualification at template {sources.version} failed ({'; '.join(record['reasons'][:2])}); not promoted")
     unknown = [name for name in opt_out if name not in fleet.names()]
     if unknown:
         raise SmtError(f"--except {unknown[0]}: no such model; name models of generated/ (see `smt status`)")
-    params = dict(record.get("params") or {})
-    use: dict[str, Any] = {"name": technique, "params": params} if params else {"name": technique}
+    version = str(sources.library[technique].version)
     entries = [entry for entry in fleet.models() if entry.name not in opt_out]
-    outcome = adoption.plan_adoption(fleet, entries, technique, params, drop=False)
-    new_version = next_version(sources.version)
-    promotion = Promotion(technique, params, sources.version, new_version, opted_out=sorted(opt_out), report=record["report"])
-    promotion.not_applicable = outcome.not_applicable
-    questions_path, version_path = root / QUESTIONS, root / VERSION_FILE
-    old_questions, old_version_text = questions_path.read_text(), version_path.read_text()
-    new_questions = _with_default(old_questions, use)
-    specs = {entry.name: answers for entry, answers, _ in outcome.changed}
-    # Render every model at the new version before writing anything; restore the template on failure.
+    outcome = adoption.plan_adoption(fleet, entries, technique, parsed.params, drop=False)
+    return PromotionPlan(technique, dict(parsed.params), evidence(root, technique, parsed.params, version, sources.version), outcome, sorted(opt_out))
+
+
+def release_paths(*extra: Path) -> list[str]:
+    """The files a template release writes (what its commit holds)."""
+    return [str(QUESTIONS), str(VERSION_FILE), CHANGELOG, GENERATED_DIR, *map(str, extra)]
+
+
+def write_release(fleet: Fleet, template_edits: dict[Path, str], specs: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Write a new template version: ``template_edits`` (path -> new text), then every model
+    rendered at it, with the new ``specs`` where given. Every model is rendered before anything
+    under generated/ is written; the template files are restored when a render fails. Returns
+    (models whose spec changed, models regenerated)."""
+    root = fleet.root
+    old = {path: path.read_text() for path in template_edits}
     try:
-        version_path.write_text(new_version + "\n")
-        questions_path.write_text(new_questions)
+        for path, text in template_edits.items():
+            path.write_text(text)
         trees = {}
         for entry in fleet.models():
             answers = specs.get(entry.name, entry.answers)
             trees[entry.name] = (entry, answers, render_model(root, answers, entry.name, entry.directory))
     except BaseException:
-        version_path.write_text(old_version_text)
-        questions_path.write_text(old_questions)
+        for path, text in old.items():
+            path.write_text(text)
         raise
+    adopted, regenerated = [], []
     for name, (entry, answers, tree) in trees.items():
         if name in specs:
             write_tree(entry.directory, tree, adoption.spec_text(name, answers))
-            promotion.adopted.append(name)
+            adopted.append(name)
         elif compare(read_tree(entry.directory), tree):
             write_tree(entry.directory, tree)
-        promotion.regenerated.append(name)
-    _add_changelog(root, promotion, record)
-    return promotion
+        regenerated.append(name)
+    return adopted, regenerated
 
 
-def _add_changelog(root: Path, promotion: Promotion, record: dict[str, Any]) -> None:
-    path = root / CHANGELOG
-    old = path.read_text() if path.is_file() else "# Changelog\n\nTemplate releases (`template_repo/VERSION`), newest first.\n"
-    cut = old.find("\n## ")
-    head, rest = (old, "") if cut < 0 else (old[: cut + 1], old[cut + 1 :])
+def promote(fleet: Fleet, plan: PromotionPlan, evidence_entry: str) -> Promotion:
+    """Promote a planned change (the caller has passed the gate): the template default, the
+    adoptions, VERSION, the regenerated fleet and a CHANGELOG entry ending with ``evidence_entry``."""
+    root = fleet.root
+    sources = load_sources(root)
+    use: dict[str, Any] = {"name": plan.technique, "params": plan.params} if plan.params else {"name": plan.technique}
+    new_version = next_version(sources.version)
+    record = plan.evidence.record or {}
+    promotion = Promotion(plan.technique, plan.params, sources.version, new_version, opted_out=plan.opt_out, report=str(record.get("report") or ""))
+    promotion.not_applicable = plan.outcome.not_applicable
+    questions_path, version_path = root / QUESTIONS, root / VERSION_FILE
+    specs = {entry.name: answers for entry, answers, _ in plan.outcome.changed}
+    edits = {version_path: new_version + "\n", questions_path: _with_default(questions_path.read_text(), use)}
+    promotion.adopted, promotion.regenerated = write_release(fleet, edits, specs)
     params = ", ".join(f"{k}={v}" for k, v in promotion.params.items())
-    entry = [
-        f"## {promotion.new_version} ({time.strftime('%Y-%m-%d', time.gmtime())})",
-        "",
-        f"- Promoted `{promotion.technique}`{f' ({params})' if params else ''} to a template default: adopted by"
+    add_release(root, new_version, [
+        f"Promoted `{promotion.technique}`{f' ({params})' if params else ''} to a template default: adopted by"
         f" {', '.join(f'`{m}`' for m in promotion.adopted) or 'no model'}"
         + (f"; opted out: {', '.join(f'`{m}`' for m in promotion.opted_out)}" if promotion.opted_out else "")
         + (f"; not applicable: {', '.join(f'`{m}`' for m, _ in promotion.not_applicable)}" if promotion.not_applicable else "")
         + ".",
-        f"- Qualification (template {promotion.old_version}, {record['seeds']} seed(s), {record['steps']} steps, on"
-        f" {', '.join(record['models'])}): PASS, mean relative logloss gain {record['mean_gain']:+.3%}; report"
-        f" [{record['report']}]({record['report']}/report.md).",
-    ]
-    path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(entry) + "\n" + ("\n" + rest if rest else ""))
+        evidence_entry,
+    ])
+    return promotion

@@ -1,5 +1,5 @@
 """Test helpers for technique authors: golden before/after snapshots, a small probe spec, building
-a real model package from it, and batches of its synthetic data.
+a real model package from it, batches of its synthetic data, and a check that it serves.
 
     from generator.testing import assert_golden, build_probe, probe_spec, random_batch
 
@@ -45,19 +45,13 @@ if TYPE_CHECKING:  # the runtime needs torch; importing this module does not
 
 UPDATE_ENV = "SMT_UPDATE_GOLDEN"
 GOLDEN_DIR = "golden"
-# The probe model of probe_spec: F = 3 sparse features (two of width 16, one multi-valued of width 8),
-# D = 16, N = 2 dense features, T = 1 objective; small enough to build and train in seconds.
+# The probe model of probe_spec: the reference model (golden snapshots) with one objective. F = 3
+# sparse features (two of width 16, one multi-valued of width 8), D = 16, N = 2 dense features, T = 1:
+# small enough to build and train in seconds.
 PROBE_SPEC: dict[str, Any] = {
+    **REFERENCE_SPEC,
     "description": "Probe model of a technique's tests.",
-    "objectives": [{"name": "click", "weight": 1.0}],
-    "sparse_features": [
-        {"name": "user_id", "cardinality": 500, "embedding_dim": 16, "multi_valued": False},
-        {"name": "ad_id", "cardinality": 200, "embedding_dim": 16, "multi_valued": False},
-        {"name": "user_interests", "cardinality": 30, "embedding_dim": 8, "multi_valued": True},
-    ],
-    "dense_features": [{"name": "user_age_days"}, {"name": "ad_ctr_7d"}],
-    "serving": {"max_params": 500000, "max_mflops_per_example": 1.0},
-    "techniques": [],
+    "objectives": REFERENCE_SPEC["objectives"][:1],
     "hyperparameters": {},
 }
 # The modules of a generated model package (the rest is the runtime's, smt_runtime).
@@ -185,6 +179,18 @@ def random_batch(config: Any, batch_size: int = 64, seed: int = 0) -> Batch:
     from smt_runtime.testing import random_batch as runtime_random_batch  # noqa: PLC0415 - needs torch
 
     return runtime_random_batch(config, batch_size, seed)
+
+
+def assert_serves(model: Any, config: Any, folder: Path) -> None:
+    """Require the capacity report to measure the model's FLOPs and the model to export with
+    torch.export (no TorchScript fallback) to ``folder``/model.pt2, the reloaded file computing the
+    eager model's logits: what serving needs of a technique's modules (smt_runtime.serve)."""
+    from smt_runtime import serve  # noqa: PLC0415 - needs torch
+
+    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
+    result = serve.export_model(model, config, Path(folder) / "model.pt2")
+    assert (result.format, result.fallback_reason) == ("torch.export", "")
+    assert result.max_abs_diff <= 1e-5
 
 
 def import_model(directory: Path) -> ModuleType:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from support import REPO, Result
+from support import HANG_TIMEOUT, REPO, Result
 
 # What a release of the SMT repo holds, as far as Copier, pip and pre-commit are concerned.
 SMT_FILES = (
@@ -48,7 +48,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(
-    cwd: Path, *command: str, env: dict[str, str] | None = None, check: bool = True, timeout: int = 300
+    cwd: Path, *command: str, env: dict[str, str] | None = None, check: bool = True, timeout: int = HANG_TIMEOUT
 ) -> Result:
     proc = subprocess.run(
         command, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Seconds a subprocess of a test may run: it guards a hang, never a speed (machines are shared and
+# noisy; speed targets live in benchmarks/).
+HANG_TIMEOUT = 1800
 COPIED = ("generator", "runtime", "template_repo", "techniques", "generated")
 IGNORE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "runs", "*.egg-info")
 # A render cache filled once per test session by `smt check` on a copy of the committed repository
@@ -28,9 +31,9 @@ class Result:
     err: str
 
 
-def run_smt(cwd: Path, *args: str, timeout: int = 300) -> Result:
-    """Run the real `smt` CLI (this checkout's generator) in ``cwd``."""
-    env = {key: value for key, value in os.environ.items() if key != "SMT_ROOT"}
+def run_smt(cwd: Path, *args: str, timeout: int = HANG_TIMEOUT, env: dict[str, str] | None = None) -> Result:
+    """Run the real `smt` CLI (this checkout's generator) in ``cwd`` (``env``: extra variables)."""
+    env = {**{key: value for key, value in os.environ.items() if key != "SMT_ROOT"}, **(env or {})}
     env["PYTHONPATH"] = str(cwd)  # the copy's own generator package, not the installed checkout
     proc = subprocess.run(
         [sys.executable, "-m", "generator", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -38,12 +41,32 @@ def run_smt(cwd: Path, *args: str, timeout: int = 300) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def assert_model_tests_pass(folder: Path, env: dict[str, str] | None = None) -> None:
+    """Run a model folder's own tests (the runtime's model contract, smt_runtime.testing) as a team
+    would: a subprocess with one torch thread and the spec's seed (SMT_TEST_SEED unset), in the
+    environment ``env`` (default: this one); require every one to pass."""
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(folder)}
+    env.pop("SMT_TEST_SEED", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
+
+
 def make_repo_copy(tmp_path: Path) -> Path:
     """A private copy of the repository (generator, template, techniques, fleet) to mutate freely."""
     root = tmp_path / "smt"
     root.mkdir()
     for name in COPIED:
-        shutil.copytree(REPO / name, root / name, ignore=IGNORE)
+        # Links stay links: template_repo/VERSION is the runtime's VERSION, as in the repository, so a
+        # release written to it in a copy is the runtime's too (and git records it as the link).
+        shutil.copytree(REPO / name, root / name, ignore=IGNORE, symlinks=True)
     warm = os.environ.get(WARM_CACHE_ENV)
     if warm and (Path(warm) / "cache").is_dir():
         (root / ".smt").mkdir()
@@ -58,7 +81,7 @@ def warm_render_cache() -> Path | None:
     import tempfile  # noqa: PLC0415
 
     root = make_repo_copy(Path(tempfile.mkdtemp(prefix="smt-warm-cache-")))
-    done = run_smt(root, "check", timeout=900)
+    done = run_smt(root, "check")
     return root / ".smt" if done.code == 0 and (root / ".smt" / "cache").is_dir() else None
 
 

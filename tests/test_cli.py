@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from support import REPO, run_smt, snapshot
+from support import HANG_TIMEOUT, REPO, run_smt, snapshot
 
 
 def test_repository_fleet_is_in_sync() -> None:
@@ -55,11 +55,11 @@ def test_check_catches_a_hand_edit_and_generate_repairs_it(repo_copy: Path) -> N
 
 
 def test_check_catches_a_deleted_and_an_extra_file(repo_copy: Path) -> None:
-    (repo_copy / "generated/notification_open/notification_open/serve.py").unlink()
+    (repo_copy / "generated/notification_open/notification_open/__main__.py").unlink()
     (repo_copy / "generated/notification_open/notes.txt").write_text("stray\n")
     result = run_smt(repo_copy, "check", "notification_open")
     assert result.code == 1
-    assert "generated/notification_open/notification_open/serve.py: added" in result.out
+    assert "generated/notification_open/notification_open/__main__.py: added" in result.out
     assert "generated/notification_open/notes.txt: removed" in result.out
 
 
@@ -82,11 +82,11 @@ def test_check_catches_a_technique_change_in_every_model_using_it(repo_copy: Pat
 
 
 def test_check_catches_a_template_change(repo_copy: Path) -> None:
-    template = repo_copy / "template_repo/template/{{ model_name }}/serve.py.jinja"
+    template = repo_copy / "template_repo/template/{{ model_name }}/__main__.py.jinja"
     template.write_text(template.read_text().replace('"""', '"""Changed. ', 1))
     result = run_smt(repo_copy, "check")
     assert result.code == 1
-    assert result.out.count("/serve.py: modified") == len(list((repo_copy / "generated").glob("*/.copier-answers.yml")))
+    assert result.out.count("/__main__.py: modified") == len(list((repo_copy / "generated").glob("*/.copier-answers.yml")))
 
 
 def test_training_runs_in_a_model_folder_survive_check_and_generate(repo_copy: Path) -> None:
@@ -97,16 +97,16 @@ def test_training_runs_in_a_model_folder_survive_check_and_generate(repo_copy: P
         env={**os.environ, "PYTHONPATH": str(model_dir)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_TIMEOUT,
     )
     assert trained.returncode == 0, trained.stderr
     metrics = (model_dir / "runs/first/metrics.json").read_bytes()
     check = run_smt(repo_copy, "check", "feed_ctr")
     assert check.code == 0, check.out  # runs are outputs, not generated code
-    template = repo_copy / "template_repo/template/{{ model_name }}/serve.py.jinja"
+    template = repo_copy / "template_repo/template/{{ model_name }}/__main__.py.jinja"
     template.write_text(template.read_text().replace('"""', '"""Changed. ', 1))
     assert run_smt(repo_copy, "generate", "feed_ctr").code == 0
-    assert "Changed." in (model_dir / "feed_ctr/serve.py").read_text()
+    assert "Changed." in (model_dir / "feed_ctr/__main__.py").read_text()
     assert (model_dir / "runs/first/metrics.json").read_bytes() == metrics
     assert (model_dir / "runs/first/checkpoint.pt").is_file()
 
@@ -240,7 +240,7 @@ def test_check_names_the_change_behind_drift_and_a_hand_edit_only_when_it_is_one
     root = _git_repo(repo_copy)
     patch = root / "techniques/mmoe/model.py"
     patch.write_text(patch.read_text().replace("class TaskTowers(nn.Module):", "class TaskTowers(nn.Module):  # v2", 1))
-    template = root / "template_repo/template/{{ model_name }}/serve.py.jinja"
+    template = root / "template_repo/template/{{ model_name }}/__main__.py.jinja"
     template.write_text(template.read_text().replace('"""', '"""Changed. ', 1))
     edited = root / "generated/feed_ctr/feed_ctr/train.py"
     edited.write_text(edited.read_text() + "# tweaked\n")
@@ -250,7 +250,7 @@ def test_check_names_the_change_behind_drift_and_a_hand_edit_only_when_it_is_one
     assert result.code == 1
     lines = result.out.splitlines()
     assert "generated/app_install/app_install/model.py: modified, caused by technique mmoe changed (techniques/mmoe/model.py)" in lines
-    assert "generated/feed_ctr/feed_ctr/serve.py: modified, caused by the template changed (template_repo/template/{{ model_name }}/serve.py.jinja)" in lines
+    assert "generated/feed_ctr/feed_ctr/__main__.py: modified, caused by the template changed (template_repo/template/{{ model_name }}/__main__.py.jinja)" in lines
     assert "generated/feed_ctr/feed_ctr/train.py: modified, caused by a hand edit (it differs from its committed text and none of its inputs changed)" in lines
     assert sum("hand edit" in line for line in lines if line.startswith("generated/")) == 1
     assert "(1 hand-edited)" in lines[-1]

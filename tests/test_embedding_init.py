@@ -32,7 +32,7 @@ def test_tables_start_uniform_or_normal_with_the_configured_std(std: float | Non
     init_tables(model, config, seed=3)
     for feature in config.sparse_features:
         rows = _tables(model)[feature.name]
-        assert rows.shape == (feature.cardinality, feature.embedding_dim)
+        assert rows.shape == (feature.num_embeddings, feature.embedding_dim)  # a reserved unknown row too
         if std is None:
             bound = 1 / math.sqrt(feature.cardinality)
             assert rows.abs().max() <= bound

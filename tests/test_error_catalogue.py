@@ -3,9 +3,10 @@ naming the file, model or field and what to do, exit code 2, and writes nothing.
 
 One case per bad input: specs, technique metadata, extension points, patch files, template files,
 `smt` options, a generated model's options, its data files and its checkpoints. Each case asserts
-exit 2, exactly one line of output (stdout and stderr together) without a traceback, a hint in the
-message, and an unchanged tree (a hash of the repository copy, or of the model's working folder,
-taken after the bad input was put in place and again after the command).
+exit 2, exactly one line of output (stdout and stderr together; for a model's command line, one
+line on stderr after at most the run's preamble) without a traceback, a hint in the message, and
+an unchanged tree (a hash of the repository copy, or of the model's working folder, taken after
+the bad input was put in place and again after the command).
 
 Cases run in-process for speed (the CLIs' own ``main``, which is what the console scripts call);
 ``test_cases_hold_in_a_real_process`` runs a few through real subprocesses. The model cases share
@@ -26,10 +27,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import make_repo_copy, run_smt
+from support import HANG_TIMEOUT, REPO, make_repo_copy, run_smt
 
 MODEL = "catalogue_model"
-TEMPLATE_FILE = "template_repo/template/{{ model_name }}/metrics.py.jinja"
+TEMPLATE_FILE = "template_repo/template/{{ model_name }}/train.py.jinja"
 METADATA = "techniques/dcn_v2/technique.yml"
 PATCH = "techniques/dcn_v2/model.py"
 POINTS = "template_repo/extension_points.yml"
@@ -69,6 +70,18 @@ def assert_one_line_error(code: int | None, out: str, err: str, hint: str) -> No
     assert "Traceback" not in text, text
     assert len(text.splitlines()) == 1, text
     assert hint.lower() in text.lower(), text
+
+
+def assert_one_line_model_error(code: int | None, out: str, err: str, hint: str) -> None:
+    """A generated model's command line: its error is one line on stderr, as for `smt`; stdout
+    holds at most the run's preamble (what it will train, the tables' plan), which the runtime
+    prints while it builds the run, before it meets a problem only a built run shows (a
+    checkpoint whose tensors do not fit the model), and never a training step."""
+    assert_one_line_error(code, "", err, hint)
+    assert "Traceback" not in out, out
+    preamble = out.strip().splitlines()
+    assert not preamble or preamble[0].startswith(f"{MODEL}: training at most"), out
+    assert not any(" train loss " in line for line in preamble), out
 
 
 def spec_text(**changes: object) -> str:
@@ -270,13 +283,13 @@ REPO_CASES: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "patch file syntax error": (PATCH, lambda d: d + b"\ndef broken(:\n", "fix the syntax"),
     "patch file top-level statement": (PATCH, lambda d: d + b"\nprint('hello')\n", "patches may only import and define"),
     # template files
-    "template Jinja syntax error": (TEMPLATE_FILE, insert_line(5, "{% if model_name %}"), "metrics.py.jinja:"),
-    "template unknown filter": (TEMPLATE_FILE, insert_line(5, "{{ model_name | no_such_filter }}"), "metrics.py.jinja:5"),
-    "template undefined attribute": (TEMPLATE_FILE, insert_line(5, "{{ model_name.no.such }}"), "metrics.py.jinja:5"),
-    "template runtime error": (TEMPLATE_FILE, insert_line(15, "{{ 1 // 0 }}"), "metrics.py.jinja:15"),
-    "template includes a missing file": (TEMPLATE_FILE, insert_line(5, '{% include "missing.jinja" %}'), "metrics.py.jinja:5"),
-    "template renders invalid Python": (TEMPLATE_FILE, insert_line(15, "def broken(:"), "metrics.py.jinja:15: renders metrics.py"),
-    "template file binary": (TEMPLATE_FILE, constant(b"\xff\xfe\xfd" * 30), "metrics.py.jinja"),
+    "template Jinja syntax error": (TEMPLATE_FILE, insert_line(5, "{% if model_name %}"), "train.py.jinja:"),
+    "template unknown filter": (TEMPLATE_FILE, insert_line(5, "{{ model_name | no_such_filter }}"), "train.py.jinja:5"),
+    "template undefined attribute": (TEMPLATE_FILE, insert_line(5, "{{ model_name.no.such }}"), "train.py.jinja:5"),
+    "template runtime error": (TEMPLATE_FILE, insert_line(15, "{{ 1 // 0 }}"), "train.py.jinja:15"),
+    "template includes a missing file": (TEMPLATE_FILE, insert_line(5, '{% include "missing.jinja" %}'), "train.py.jinja:5"),
+    "template renders invalid Python": (TEMPLATE_FILE, insert_line(15, "def broken(:"), "train.py.jinja:15: renders train.py"),
+    "template file binary": (TEMPLATE_FILE, constant(b"\xff\xfe\xfd" * 30), "train.py.jinja"),
 }
 
 
@@ -326,7 +339,39 @@ SMT_OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "conflicts in a missing folder": (["conflicts", "/no/such/folder"], "give the folder"),
     "diff --since outside git": (["diff", "--since", "main"], "git checkout"),
     "techniques show of an unknown technique": (["techniques", "show", "dcn_v9"], "use one of"),
+    "adopt --force without --reason": (["adopt", "residual_mlp", "--models", "feed_ctr", "--force"], "--force needs --reason"),
+    "adopt --reason without --force": (["adopt", "residual_mlp", "--models", "feed_ctr", "--reason", "x"], "goes with --force"),
+    "promote --force without --reason": (["promote", "residual_mlp", "--force"], "--force needs --reason"),
+    "qualify --threads 0": (["qualify", "residual_mlp", "--threads", "0"], "--threads"),
+    "adopt --jobs 0": (["adopt", "residual_mlp", "--models", "feed_ctr", "--verify", "--jobs", "0"], "--jobs"),
 }
+
+# qualification.yml and the environment of the commands that train: (qualification.yml text, environment, args, hint)
+TRAINING_CASES: dict[str, tuple[str, dict[str, str], list[str], str]] = {
+    "qualification.yml still sets noise_sigmas": ("criterion:\n  noise_sigmas: 2.0\n", {}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "noise_sigmas is no longer used"),
+    "qualification.yml confidence as a percentage": ("criterion:\n  confidence: 95\n", {}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "confidence must be between 0.5 and 1"),
+    "SMT_THREADS not a number": ("", {"SMT_THREADS": "two"}, ["qualify", "residual_mlp", "--on", "feed_ctr"], "SMT_THREADS='two'"),
+    "SMT_THREADS zero for tune": ("", {"SMT_THREADS": "0"}, ["tune", "--study", "s", "--trials", "1"], "SMT_THREADS='0'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINING_CASES))
+def test_bad_training_setting(case: str, in_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    text, environment, args, hint = TRAINING_CASES[case]
+    shutil.copy(REPO / "qualification.yml", in_repo / "qualification.yml")
+    shutil.copy(REPO / "tune.yml", in_repo / "tune.yml")
+    if text:
+        (in_repo / "qualification.yml").write_text(text)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    try:
+        before = tree_hash(in_repo)
+        code, out, err = run_smt_here(capsys, *args)
+        assert_one_line_error(code, out, err, hint)
+        assert tree_hash(in_repo) == before
+    finally:
+        (in_repo / "qualification.yml").unlink()
+        (in_repo / "tune.yml").unlink()
 
 
 @pytest.mark.parametrize("case", list(SMT_OPTION_CASES))
@@ -346,13 +391,20 @@ class ModelWorld:
         self.package_dir = package_dir
         self.work = work
         sys.path.insert(0, str(package_dir))
-        self.main = importlib.import_module(f"{MODEL}.__main__").main
-        self.data = importlib.import_module(f"{MODEL}.data")
-        self.config = importlib.import_module(f"{MODEL}.config").ModelConfig()
+        self.parts = importlib.import_module(f"{MODEL}.train").PARTS
+        self.config = self.parts.config()
+
+    def main(self, argv: list[str]) -> int:
+        """The model's command line (its __main__ runs smt_runtime.cli.main with its PARTS)."""
+        from smt_runtime.cli import main  # noqa: PLC0415
+
+        return main(self.parts, argv)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelWorld]:
+    from smt_runtime.synthetic import write_synthetic  # noqa: PLC0415
+
     root = make_repo_copy(tmp_path_factory.mktemp("catalogue_model"))
     spec = root / "spec.yml"
     spec.write_text(spec_text())
@@ -361,7 +413,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelWorld]:
     work = tmp_path_factory.mktemp("work")
     world = ModelWorld(root / "generated" / MODEL, work)
     for offset, split in enumerate(("train", "valid", "test")):
-        world.data.write_synthetic(world.config, work / f"{split}.parquet", ROWS, offset, 32)
+        write_synthetic(world.config, work / f"{split}.parquet", ROWS, offset, 32)
     good = bytearray((work / "train.parquet").read_bytes())
     (work / "truncated.parquet").write_bytes(bytes(good[: len(good) // 2]))
     (work / "random.parquet").write_bytes(os.urandom(4096))
@@ -410,8 +462,8 @@ def _make_checkpoints(work: Path) -> None:
     run_with("ck_foreign_dict", obj={"weights": torch.zeros(3)})
     run_with("ck_foreign_list", obj=[1, 2, 3])
     run_with("ck_other_model", obj={**saved, "model_name": "some_other_model"})
-    first = next(iter(saved["model"]))
-    run_with("ck_misfit", obj={**saved, "model": {**saved["model"], first: torch.zeros(2, 2)}})
+    # A whole run (checkpoint.pt and its tensor folders) that the misfit case resumes with other widths.
+    shutil.copytree(work / "good_run", work / "ck_misfit")
     (work / "empty_run").mkdir()
     (work / "a_file").write_text("not a folder\n")
     (work / "existing.pt2").write_bytes(b"an earlier export")
@@ -451,10 +503,13 @@ MODEL_CASES: dict[str, tuple[list[str], str]] = {
     "truncated checkpoint": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_truncated"], "not a readable checkpoint"),
     "random checkpoint": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_random"], "not a readable checkpoint"),
     "empty checkpoint": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_empty"], "not a readable checkpoint"),
-    "foreign checkpoint (a dict)": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_foreign_dict"], "not a checkpoint written by this package"),
-    "foreign checkpoint (a list)": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_foreign_list"], "not a checkpoint written by this package"),
+    "foreign checkpoint (a dict)": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_foreign_dict"], "not a checkpoint written by this runtime"),
+    "foreign checkpoint (a list)": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_foreign_list"], "not a checkpoint written by this runtime"),
     "checkpoint of another model": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_other_model"], "some_other_model"),
-    "checkpoint that does not fit": ([*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_misfit"], "does not fit"),
+    "checkpoint that does not fit": (
+        [*TRAIN, *SPLITS, "--resume", "--run-dir", "ck_misfit", "--set", "over_arch_layers=[16]"],
+        "does not fit",
+    ),
     # output paths
     "run dir holding a run, without --resume": ([*TRAIN, *SPLITS, "--run-dir", "good_run"], "--resume"),
     "run dir is a file": ([*TRAIN, *SPLITS, "--run-dir", "a_file"], "a_file"),
@@ -483,7 +538,7 @@ def test_bad_model_cli_input(
     except SystemExit as exited:  # argparse's own exits
         code = exited.code
     out, err = capsys.readouterr()
-    assert_one_line_error(code, out, err, hint)
+    assert_one_line_model_error(code, out, err, hint)
     assert tree_hash(model.work) == before
 
 
@@ -500,9 +555,9 @@ def test_cases_hold_in_a_real_process(model: ModelWorld, in_repo: Path, tmp_path
     before = tree_hash(model.work)
     for argv, hint in (MODEL_CASES["--steps -1"], MODEL_CASES["random checkpoint"]):
         done = subprocess.run(
-            [sys.executable, "-m", MODEL, *argv], cwd=model.work, env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", MODEL, *argv], cwd=model.work, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT
         )
-        assert_one_line_error(done.returncode, done.stdout, done.stderr, hint)
+        assert_one_line_model_error(done.returncode, done.stdout, done.stderr, hint)
     assert tree_hash(model.work) == before
 
 
@@ -517,13 +572,14 @@ def test_capacity_is_computed_from_the_spec_without_allocating_the_tables(model:
     model's report."""
     from dataclasses import replace  # noqa: PLC0415
 
-    serve = importlib.import_module(f"{MODEL}.serve")
-    train = importlib.import_module(f"{MODEL}.train")
-    small = serve.spec_capacity_report(model.config)
-    measured = serve.capacity_report(train.build_model(model.config), model.config)
+    from smt_runtime import serve  # noqa: PLC0415
+    from smt_runtime.training import build_model  # noqa: PLC0415
+
+    small = serve.spec_capacity_report(model.parts, model.config)
+    measured = serve.capacity_report(build_model(model.parts, model.config), model.config)
     assert small == measured
     huge_features = tuple(replace(feature, cardinality=3 * 10**9) for feature in model.config.sparse_features)
-    huge = serve.spec_capacity_report(replace(model.config, sparse_features=huge_features))
+    huge = serve.spec_capacity_report(model.parts, replace(model.config, sparse_features=huge_features))
     rows = sum(3 * 10**9 * feature.embedding_dim for feature in model.config.sparse_features)
     assert huge["embedding_parameters"] == rows
     assert huge["embedding_bytes"] == 4 * rows

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from smt_runtime import training
 
-from support import REPO
-from generator.testing import import_model
+from support import REPO, assert_model_tests_pass
+from generator.testing import import_model, random_batch
 
 MODELS = sorted(path.parent.name for path in (REPO / "generated").glob("*/.copier-answers.yml"))
 TRAINED_MODEL = "feed_ctr"
@@ -18,12 +16,12 @@ TRAINED_MODEL = "feed_ctr"
 def test_forward_and_backward(name: str) -> None:
     pkg = import_model(REPO / "generated" / name)
     config = pkg.config.ModelConfig()
-    model = pkg.train.build_model(config)
-    batch = next(pkg.data.table_to_batches(pkg.data.generate_synthetic(config, 64, seed=3), 64))
+    model = training.build_model(pkg.train.PARTS, config)
+    batch = random_batch(config, 64, seed=3)
 
-    logits = model(batch.dense, batch.sparse_values, batch.sparse_offsets)
+    logits = model(batch.dense, batch.sparse)
     assert tuple(logits.shape) == (64, len(config.objectives))
-    loss, per_task = pkg.train.MultiTaskLoss(config)(logits, batch.labels)
+    loss, per_task = pkg.train.PARTS.loss(config)(logits, batch.labels)
     assert tuple(per_task.shape) == (len(config.objectives),)
     loss.backward()
 
@@ -33,15 +31,7 @@ def test_forward_and_backward(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_generated_tests_pass(name: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO / "generated" / name,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert_model_tests_pass(REPO / "generated" / name)
 
 
 def test_short_training_run_learns() -> None:

@@ -1,5 +1,6 @@
 """Model repos: `copier copy` from the SMT repo root gives what `smt generate` writes, and
-`copier update` to a new release 3-way merges template and technique changes into local edits.
+`copier update` to a new release 3-way merges template and technique changes into local edits;
+the merged model repo's own tests pass against the installed runtime (smt_runtime).
 
 Everything runs for real in temporary folders: a git repo of this checkout's SMT sources with two
 release tags, model repos created from it with copier, and the `smt` CLI of this checkout.
@@ -19,6 +20,7 @@ from copier._template import load_template_config
 from repo_support import (
     ANSWERS,
     MODEL_PY,
+    clean_env,
     commit_all,
     copier,
     docstring_line,
@@ -29,7 +31,7 @@ from repo_support import (
     spec_of,
     write_spec,
 )
-from support import REPO
+from support import REPO, assert_model_tests_pass
 from generator.render import render_model
 from generator.sync import read_tree
 
@@ -199,9 +201,17 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     result = copier(repo, "update", "--trust", "--defaults", "--conflict", "inline")
     assert result.code == 0  # even though a conflict remains: hence `smt conflicts`
     # Quiet release: only the files the release's template and technique edits write, the package's
-    # one template-version line and the answers file change (not every file's header).
+    # one template-version line, its smt-runtime pin and the answers file change (not every file's
+    # header).
     touched = {line[3:] for line in git(repo, "status", "--porcelain").out.splitlines()}
-    assert touched == {ANSWERS, "README.md", f"{MODEL}/__init__.py", f"{MODEL}/config.py", f"{MODEL}/model.py"}, touched
+    assert touched == {
+        ANSWERS,
+        "README.md",
+        "pyproject.toml",
+        f"{MODEL}/__init__.py",
+        f"{MODEL}/config.py",
+        f"{MODEL}/model.py",
+    }, touched
 
     fresh = _copy(release, MODEL, tmp_path / "fresh")  # v0.2.0 rendered from scratch
     merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
@@ -210,6 +220,7 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
     for path in sorted(set(expected) - {"README.md", f"{MODEL}/model.py"}):
         assert merged[path] == expected[path], path
     assert '__template_version__ = "0.2.0"' in merged[f"{MODEL}/__init__.py"]
+    assert 'dependencies = ["smt-runtime==0.2.0"]' in merged["pyproject.toml"]  # the release's runtime
     assert merged["README.md"] == expected["README.md"] + "\nLocal note: owned by the feed ranking team.\n"
     assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"
 
@@ -250,6 +261,10 @@ def test_copier_update_merges_a_release_into_local_edits(release: Release, tmp_p
         "current_version": "0.2.0",
         "latest_version": "0.2.0",
     }
+    # The model repo's own tests pass outside the SMT checkout: it holds only its model's code and
+    # imports the rest from the installed runtime (this venv's; a model repo installs the version its
+    # pyproject pins).
+    assert_model_tests_pass(repo, clean_env())
 
 
 def test_smt_conflicts_finds_markers_and_nothing_else(tmp_path: Path) -> None:
@@ -338,3 +353,104 @@ def test_readme_copier_copy_of_a_release_works_and_its_answers_header_says_copie
     copier(repo, *words[1:])
     assert "Clicks in the feed." in (repo / "README.md").read_text()
     assert yaml.safe_load((repo / ANSWERS).read_text())["_commit"] == "v0.2.0"  # regenerated, not moved
+
+
+def _passing_record(smt_repo: Path, technique: str, template_version: str) -> None:
+    """A passing verdict of ``technique`` at ``template_version`` in the SMT repo's records (by hand:
+    these tests are about what the commands do with a verdict, not about its numbers)."""
+    version = yaml.safe_load((smt_repo / "techniques" / technique / "technique.yml").read_text())["version"]
+    path = smt_repo / "qualification" / "records" / f"{technique}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"passed": True, "reasons": [], "params": {}, "models": [MODEL], "seeds": 2, "steps": 300, "mean_gain": 0.01, "report": "r"}
+    path.write_text(json.dumps({f"{version}@template-{template_version}": {technique: record}}))
+
+
+def test_promote_in_a_git_repo_commits_and_tags_the_release_and_copier_takes_it(tmp_path: Path) -> None:
+    """A release is a tag: promote commits exactly what it wrote and tags it v<VERSION> (annotated);
+    `copier copy` then takes that tag and shows that version. A tag that exists already stops the
+    next release before anything is written."""
+    root = make_smt_repo(tmp_path / "smt", models=("notification_open",))
+    git(root, "tag", "-a", "v0.1.0", "-m", "SMT template 0.1.0")
+    _passing_record(root, "residual_mlp", "0.1.0")
+    commit_all(root, "qualified residual_mlp")
+    result = smt(root, "promote", "residual_mlp", root=root)
+    assert result.code == 0, result.err
+    assert "release: committed and tagged v0.2.0" in result.out
+    assert git(root, "status", "--porcelain").out == ""  # everything it wrote is in the release commit
+    assert git(root, "cat-file", "-t", "v0.2.0").out.strip() == "tag"  # annotated
+    assert git(root, "rev-parse", "v0.2.0^{commit}").out == git(root, "rev-parse", "HEAD").out
+    assert git(root, "show", "v0.2.0:template_repo/VERSION").out == "0.2.0\n"
+    assert "Promoted `residual_mlp`" in git(root, "show", "v0.2.0:CHANGELOG.md").out
+    spec = write_spec(tmp_path / "spec.yml", spec_of(root, "notification_open"))
+    copier(tmp_path, "copy", "--trust", "--defaults", "--quiet", "--data-file", str(spec), str(root), str(tmp_path / "model"))
+    assert yaml.safe_load((tmp_path / "model" / ANSWERS).read_text())["_commit"] == "v0.2.0"
+    assert '__template_version__ = "0.2.0"' in (tmp_path / "model" / "notification_open" / "__init__.py").read_text()
+    git(tmp_path / "model", "init", "-q", "-b", "main")
+    commit_all(tmp_path / "model", "model repo")
+    assert _check_update(tmp_path / "model")["current_version"] == "0.2.0"
+
+    git(root, "tag", "-a", "v0.3.0", "-m", "a release made by hand")
+    _passing_record(root, "fibinet", "0.2.0")
+    commit_all(root, "qualified fibinet")
+    before = read_tree(root / "generated")
+    refused = smt(root, "promote", "fibinet", root=root)
+    assert refused.code == 2 and refused.err.strip().startswith("error: tag v0.3.0 already exists"), refused.err
+    assert read_tree(root / "generated") == before and (root / "template_repo" / "VERSION").read_text() == "0.2.0\n"
+
+
+def test_adopt_and_drop_in_a_model_repo_edit_its_answers_through_copier_update(release: Release, tmp_path: Path) -> None:
+    """In a model repo made from a `git+file://` URL, `smt adopt`/`smt drop` change its techniques
+    answer by `copier update` at its release (no list restated by hand), behind the same gate as in
+    the SMT repo, reading the records of that release."""
+    smt_repo = tmp_path / "smt"
+    git(tmp_path, "clone", "-q", str(release.root), str(smt_repo))
+    _passing_record(smt_repo, "residual_mlp", "0.3.0")
+    make_release(smt_repo, "0.3.0")
+    spec = write_spec(tmp_path / "spec.yml", spec_of(smt_repo, MODEL))
+    repo = tmp_path / "model_repo"
+    copier(tmp_path, "copy", "--trust", "--defaults", "--quiet", "--data-file", str(spec), f"git+file://{smt_repo}", str(repo))
+    answers = yaml.safe_load((repo / ANSWERS).read_text())
+    assert answers["_src_path"] == f"git+file://{smt_repo}" and answers["_commit"] == "v0.3.0"
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "model repo")
+    original = read_tree(repo)
+
+    refused = smt(repo, "adopt", "grad_clip")
+    assert refused.code == 1, refused
+    assert refused.err.strip().splitlines()[-1].startswith("error: grad_clip: no passing qualification record for grad_clip ")
+    assert "at template 0.3.0 (qualification/records/grad_clip.json [" in refused.err
+    assert git(repo, "status", "--porcelain").out == ""
+
+    adopted = smt(repo, "adopt", "residual_mlp")
+    assert adopted.code == 0, adopted
+    assert f"{MODEL}: adopted residual_mlp (copier update at SMT release v0.3.0)" in adopted.out
+    techniques = [use["name"] for use in yaml.safe_load((repo / ANSWERS).read_text())["techniques"]]
+    assert techniques == [use["name"] for use in spec_of(smt_repo, MODEL)["techniques"]] + ["residual_mlp"]
+    expected_spec = spec_of(smt_repo, MODEL)
+    expected_spec["techniques"] = yaml.safe_load((repo / ANSWERS).read_text())["techniques"]
+    fresh = _copy(Release(smt_repo), MODEL, tmp_path / "fresh")  # what copier copy gives for the new spec
+    write_spec(tmp_path / "fresh.spec.yml", expected_spec)
+    copier(tmp_path, "copy", "--trust", "--defaults", "--quiet", "--overwrite", "--data-file", str(tmp_path / "fresh.spec.yml"), str(smt_repo), str(fresh))
+    merged = {path: text for path, text in read_tree(repo).items() if not path.startswith(".git/")}
+    assert {p: t for p, t in merged.items() if p != ANSWERS} == {p: t for p, t in read_tree(fresh).items() if p != ANSWERS}
+    commit_all(repo, "adopt residual_mlp")
+
+    dropped = smt(repo, "drop", "residual_mlp")
+    assert dropped.code == 0, dropped
+    assert {p: t for p, t in read_tree(repo).items() if not p.startswith(".git/")} == {p: t for p, t in original.items() if not p.startswith(".git/")}
+    commit_all(repo, "drop residual_mlp")
+
+    conflicting = smt(repo, "adopt", "fibinet", "--force", "--reason", "tried offline on our logs")
+    assert conflicting.code == 2 and len(conflicting.err.strip().splitlines()) == 1, conflicting
+    assert conflicting.err.startswith(f"error: {MODEL}: ") and "techniques 'dcn_v2' and 'fibinet' both replace" in conflicting.err
+    assert git(repo, "status", "--porcelain").out == ""
+    forced = smt(repo, "adopt", "grad_clip", "--force", "--reason", "tried offline on our logs")
+    assert forced.code == 0, forced
+    assert "(`--force`): tried offline on our logs" in (repo / "CHANGELOG.md").read_text()
+    verify = smt(repo, "adopt", "residual_mlp", "--verify")
+    assert verify.code == 2 and verify.err.strip().startswith("error: --verify trains in the SMT repository"), verify
+    dirty = smt(repo, "adopt", "residual_mlp")
+    assert dirty.code == 2 and "uncommitted changes; `copier update` needs a clean work tree" in dirty.err, dirty
+    other = smt(repo, "drop", "grad_clip", "--models", "video_vtr")
+    assert other.code == 2 and f"a model repo holds one model ({MODEL})" in other.err, other
+

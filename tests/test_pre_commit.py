@@ -27,7 +27,7 @@ from repo_support import (
     spec_of,
     write_spec,
 )
-from support import Result
+from support import HANG_TIMEOUT, Result
 
 MODELS = ("feed_ctr", "app_install")
 
@@ -55,7 +55,7 @@ def pre_commit(cwd: Path, home: Path, *args: str) -> Result:
         *args,
         env=clean_env(PRE_COMMIT_HOME=str(home)),
         check=False,
-        timeout=600,
+        timeout=HANG_TIMEOUT,
     )
 
 
@@ -73,14 +73,16 @@ def commit_with_hooks(cwd: Path, home: Path, message: str) -> Result:
         message,
         env=clean_env(PRE_COMMIT_HOME=str(home)),
         check=False,
-        timeout=600,
+        timeout=HANG_TIMEOUT,
     )
     return Result(result.code, result.out + result.err, result.err)
 
 
-def use_hooks(repo: Path, hooks_repo: Path, home: Path, *hook_ids: str) -> None:
-    """Commit a .pre-commit-config.yaml using ``hook_ids`` from the SMT repo at v0.2.0; install them."""
-    hooks = "".join(f"      - id: {hook}\n" for hook in hook_ids)
+def use_hooks(repo: Path, hooks_repo: Path, home: Path, *hook_ids: str, args: list[str] | None = None) -> None:
+    """Commit a .pre-commit-config.yaml using ``hook_ids`` from the SMT repo at v0.2.0 (each with
+    ``args`` when given); install them."""
+    extra = f"        args: {args}\n" if args is not None else ""
+    hooks = "".join(f"      - id: {hook}\n{extra}" for hook in hook_ids)
     (repo / ".pre-commit-config.yaml").write_text(
         f"repos:\n  - repo: {hooks_repo}\n    rev: v0.2.0\n    hooks:\n{hooks}"
     )
@@ -167,9 +169,7 @@ def test_generate_hook_regenerates_and_fails_until_restaged(
     assert not git(repo, "status", "--porcelain").out.strip()
 
 
-def test_model_repo_hook_fails_on_conflict_markers_and_reports_updates(
-    hooks_repo: Path, pre_commit_home: Path, tmp_path: Path
-) -> None:
+def _model_repo(hooks_repo: Path, tmp_path: Path) -> Path:
     spec = write_spec(tmp_path / "spec.yml", spec_of(hooks_repo, "feed_ctr"))
     repo = tmp_path / "feed_ctr"
     copier(
@@ -188,12 +188,32 @@ def test_model_repo_hook_fails_on_conflict_markers_and_reports_updates(
     assert (repo / ANSWERS).is_file()
     git(repo, "init", "-q", "-b", "main")
     commit_all(repo, "model repo from SMT v0.1.0")
-    use_hooks(repo, hooks_repo, pre_commit_home, "smt-model-repo")
+    return repo
 
-    clean = pre_commit(repo, pre_commit_home, "run", "smt-model-repo", "--all-files")
-    assert clean.code == 0, clean
-    assert "conflicts: none" in clean.out
-    assert "update available: SMT template 0.2.0 (this repo is on 0.1.0)" in clean.out
+
+def test_model_repo_hook_fails_on_conflict_markers_and_stays_offline(
+    hooks_repo: Path, pre_commit_home: Path, tmp_path: Path
+) -> None:
+    """The default hook never contacts the SMT repo (here: moved out of reach after the hook was
+    installed) and blocks a half-resolved update; the time of each commit is printed."""
+    repo = _model_repo(hooks_repo, tmp_path)
+    use_hooks(repo, hooks_repo, pre_commit_home, "smt-model-repo")
+    assert pre_commit(repo, pre_commit_home, "install-hooks").code == 0
+    answers = repo / ANSWERS
+    answers.write_text(answers.read_text().replace(str(hooks_repo), str(tmp_path / "smt-out-of-reach")))
+    git(repo, "add", "-A")
+
+    times = []
+    for number in range(3):
+        (repo / "NOTES.md").write_text(f"note {number}\n")
+        git(repo, "add", "NOTES.md")
+        started = time.perf_counter()
+        clean = commit_with_hooks(repo, pre_commit_home, f"note {number}")
+        times.append(time.perf_counter() - started)
+        assert clean.code == 0, clean
+        assert "conflicts: none" in clean.out
+        assert not any(words in clean.out for words in ("update check", "update available", "up to date"))
+    print(f"git commit with the smt-model-repo hook (offline): {', '.join(f'{t:.2f}' for t in times)} s")
 
     train = repo / "feed_ctr" / "train.py"
     lines = train.read_text().splitlines(keepends=True)
@@ -210,4 +230,14 @@ def test_model_repo_hook_fails_on_conflict_markers_and_reports_updates(
     assert blocked.code != 0
     assert "feed_ctr/train.py:11: leftover conflict marker '<<<<<<< before updating'" in blocked.out
     assert "feed_ctr/train.py:15: leftover conflict marker '>>>>>>> after updating'" in blocked.out
-    assert "update available: SMT template 0.2.0" in blocked.out
+
+
+def test_model_repo_hook_reports_updates_when_asked(
+    hooks_repo: Path, pre_commit_home: Path, tmp_path: Path
+) -> None:
+    repo = _model_repo(hooks_repo, tmp_path)
+    use_hooks(repo, hooks_repo, pre_commit_home, "smt-model-repo", args=["--check-update"])
+    clean = pre_commit(repo, pre_commit_home, "run", "smt-model-repo", "--all-files")
+    assert clean.code == 0, clean
+    assert "conflicts: none" in clean.out
+    assert "update available: SMT template 0.2.0 (this repo is on 0.1.0)" in clean.out

@@ -1,7 +1,9 @@
-"""Quiet releases: the template version lives in one generated line per model, not in every header.
+"""Quiet releases: the template version lives in one generated line per model (and the runtime pin,
+which follows it, in one more), not in every header.
 
 The header format (render, parse, strip) has one owner, generator/engine/header.py; these tests pin
-its round trip and that a template release rewrites nothing but the version line of each model."""
+its round trip and that a template release rewrites nothing but the version line and the runtime
+pin of each model."""
 
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ def test_template_version_line_round_trips() -> None:
     assert read_template_version("from . import x\n") is None
 
 
-def test_a_template_release_changes_only_the_version_line_of_each_model(repo_copy: Path) -> None:
-    """Bumping template_repo/VERSION and regenerating rewrites one line per model and nothing else."""
+def test_a_template_release_changes_only_the_version_lines_of_each_model(repo_copy: Path) -> None:
+    """Bumping template_repo/VERSION and regenerating rewrites two lines per model and nothing else:
+    the package's template version and its pin of the runtime of that release (smt-runtime)."""
     models = sorted(path.parent.name for path in (repo_copy / "generated").glob("*/.copier-answers.yml"))
     before = snapshot(repo_copy)
     version_file = repo_copy / "template_repo/VERSION"
@@ -61,19 +64,26 @@ def test_a_template_release_changes_only_the_version_line_of_each_model(repo_cop
     new = old + "-release-test"
     version_file.write_text(new + "\n")
 
-    result = run_smt(repo_copy, "generate", timeout=900)
+    result = run_smt(repo_copy, "generate")
     assert result.code == 0, result.err
 
     after = snapshot(repo_copy)
     changed = sorted(path for path in after if after[path] != before.get(path))
-    assert changed == [f"{model}/{model}/__init__.py" for model in models]
+    expected = {}
+    for model in models:
+        expected[f"{model}/{model}/__init__.py"] = [f"-{template_version_line(old)}", f"+{template_version_line(new)}"]
+        expected[f"{model}/pyproject.toml"] = [
+            f'-dependencies = ["smt-runtime=={old}"]',
+            f'+dependencies = ["smt-runtime=={new}"]',
+        ]
+    assert changed == sorted(expected)
     for path in changed:
         diff = [
             line
             for line in difflib.unified_diff(before[path].decode().splitlines(), after[path].decode().splitlines(), lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))
         ]
-        assert diff == [f"-{template_version_line(old)}", f"+{template_version_line(new)}"], path
+        assert diff == expected[path], path
     status = run_smt(repo_copy, "status", "--json")
     assert status.code == 0, status.err
     assert f'"template_version": "{new}"' in status.out

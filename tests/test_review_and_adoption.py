@@ -26,6 +26,20 @@ def repo(repo_copy: Path) -> Path:
     return repo_copy
 
 
+def _qualified(root: Path, technique: str, label: str | None = None, **fields: object) -> None:
+    """A passing verdict of ``label`` (default: the technique alone) at the current technique and
+    template versions in qualification/records/, written by hand: these tests are about adoption,
+    not about the numbers (tests/test_qualification.py runs real qualifications)."""
+    version = yaml.safe_load((root / "techniques" / technique / "technique.yml").read_text())["version"]
+    template = (root / "template_repo" / "VERSION").read_text().strip()
+    path = root / "qualification" / "records" / f"{technique}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    record = {"passed": True, "reasons": [], "models": ["feed_ctr"], "seeds": 2, "steps": 300, "mean_gain": 0.01, "report": "r", **fields}
+    records.setdefault(f"{version}@template-{template}", {})[label or technique] = record
+    path.write_text(json.dumps(records))
+
+
 def _techniques(root: Path, model: str) -> list[str]:
     spec = yaml.safe_load((root / "generated" / model / ".copier-answers.yml").read_text())
     return [use["name"] for use in spec.get("techniques") or []]
@@ -74,6 +88,8 @@ def test_preview_writes_nothing_and_reports_models_it_does_not_apply_to(repo: Pa
 
 
 def test_adopt_where_and_drop_update_specs_and_code(repo: Path) -> None:
+    _qualified(repo, "residual_mlp")
+    _qualified(repo, "mmoe", "mmoe:num_experts=2")
     result = run_smt(repo, "adopt", "residual_mlp", "--where", "num_objectives == 1 and 'dcn_v2' not in techniques")
     assert result.code == 0, result.err
     assert "search_ads_ctr: adopted residual_mlp" in result.out and "notification_open: adopted residual_mlp" in result.out
@@ -85,9 +101,9 @@ def test_adopt_where_and_drop_update_specs_and_code(repo: Path) -> None:
 
     result = run_smt(repo, "adopt", "mmoe", "--all-eligible", "--param", "num_experts=2")
     assert "feed_ctr: not applicable: techniques[" in result.out and "technique 'mmoe' needs at least 2 objectives" in result.out
-    assert "app_install: adopted mmoe" in result.out  # params changed from the spec's
+    assert "app_install: mmoe {num_experts: 3, expert_dim: 32, expert_layers: [64]} -> {num_experts: 2," in result.out
     spec = yaml.safe_load((repo / "generated/app_install/.copier-answers.yml").read_text())
-    assert {"name": "mmoe", "params": {"num_experts": 2}} in spec["techniques"]
+    assert {"name": "mmoe", "params": {"num_experts": 2, "expert_dim": 32}} in spec["techniques"]  # expert_dim kept
 
     result = run_smt(repo, "drop", "residual_mlp", "--models", "search_ads_ctr")
     assert result.code == 0 and "residual_mlp" not in _techniques(repo, "search_ads_ctr")
@@ -99,6 +115,7 @@ def test_adopt_refuses_bad_requests_and_writes_nothing(repo: Path) -> None:
     before = snapshot(repo)
     for args, message in (
         (("adopt", "mmoe", "--models", "feed_ctr"), "technique 'mmoe' needs at least 2 objectives; this model has 1"),
+        (("adopt", "residual_mlp", "--models", "feed_ctr", "--force"), '--force needs --reason "why'),
         (("adopt", "nope", "--all-eligible"), "nope: unknown technique"),
         (("adopt", "dcn_v2", "--where", "__import__('os')"), "Call is not allowed"),
         (("adopt", "dcn_v2", "--where", "colour == 1"), "unknown name 'colour'"),
@@ -111,6 +128,51 @@ def test_adopt_refuses_bad_requests_and_writes_nothing(repo: Path) -> None:
     assert snapshot(repo) == before
 
 
+def test_adopt_refuses_a_technique_without_passing_evidence_and_writes_nothing(repo: Path) -> None:
+    """The gate is on by default: no record of this change at this template version, or a failing
+    one, is exit 1 and one line naming the record; other params are another change."""
+    before = snapshot(repo)
+    version = yaml.safe_load((repo / "techniques/residual_mlp/technique.yml").read_text())["version"]
+    template = (repo / "template_repo/VERSION").read_text().strip()
+    result = run_smt(repo, "adopt", "residual_mlp", "--models", "feed_ctr")
+    assert result.code == 1 and not result.out
+    assert result.err.strip().splitlines() == [
+        f"error: residual_mlp: no passing qualification record for residual_mlp {version} at template {template}"
+        f" (qualification/records/residual_mlp.json [{version}@template-{template}]['residual_mlp'] is missing);"
+        ' run `smt qualify residual_mlp`, or add --verify, or --force --reason "..."; nothing written'
+    ]
+    _qualified(repo, "residual_mlp", passed=False, reasons=["mean relative logloss gain -0.100% is below the required 0.200%"])
+    failing = run_smt(repo, "adopt", "residual_mlp", "--models", "feed_ctr")
+    assert failing.code == 1 and "FAILs residual_mlp: mean relative logloss gain -0.100% is below" in failing.err
+    _qualified(repo, "field_dropout")
+    other_params = run_smt(repo, "adopt", "field_dropout", "--models", "feed_ctr", "--param", "rate=0.3")
+    assert other_params.code == 1 and "field_dropout:rate=0.3: no passing qualification record" in other_params.err
+    assert snapshot(repo) == before
+    _qualified(repo, "residual_mlp")
+    assert run_smt(repo, "adopt", "residual_mlp", "--models", "feed_ctr").code == 0  # the passing record
+
+
+def test_a_record_that_fails_on_a_model_keeps_the_technique_out_of_it_even_with_verify(repo: Path) -> None:
+    """A qualification that found harm on video_vtr blocks it: before any training (no
+    qualification.yml here, which --verify would need), exit 1 naming the model and the record."""
+    before = snapshot(repo)
+    _qualified(repo, "dense_log_norm", passed=False, models=["feed_ctr", "video_vtr"], failed_models=["video_vtr"],
+               reasons=["mean relative logloss gain -0.780% is below the required 0.200%", "video_vtr: logloss worse by +1.56% (95% interval [+1.20%, +1.93%]), beyond the 0.50% bound"])
+    result = run_smt(repo, "adopt", "dense_log_norm", "--models", "video_vtr", "--verify")
+    assert result.code == 1, result.err
+    assert result.err.strip().splitlines() == [
+        "error: video_vtr: qualification/records/dense_log_norm.json"
+        f" [{yaml.safe_load((repo / 'techniques/dense_log_norm/technique.yml').read_text())['version']}@template-{(repo / 'template_repo/VERSION').read_text().strip()}]['dense_log_norm']"
+        " FAILs dense_log_norm on this model (logloss worse by +1.56% (95% interval [+1.20%, +1.93%]), beyond the 0.50% bound);"
+        ' leave it out, or give --force --reason "..."; nothing written'
+    ]
+    assert snapshot(repo) == before
+    forced = run_smt(repo, "adopt", "dense_log_norm", "--models", "video_vtr", "--force", "--reason", "measured on our own data")
+    assert forced.code == 0, forced.err
+    assert "dense_log_norm" in _techniques(repo, "video_vtr")
+    assert "measured on our own data; adopted by `video_vtr`" in (repo / "CHANGELOG.md").read_text()
+
+
 def _pairs(root: Path) -> int:
     return sum(len(_techniques(root, path.parent.name)) for path in (root / "generated").glob("*/.copier-answers.yml"))
 
@@ -118,6 +180,7 @@ def _pairs(root: Path) -> int:
 def test_status_matrix_and_adoption_per_release(repo: Path) -> None:
     _git(repo, "tag", "v0.1.0")
     pairs = _pairs(repo)
+    _qualified(repo, "residual_mlp")
     assert run_smt(repo, "adopt", "residual_mlp", "--models", "feed_ctr,search_ads_ctr").code == 0
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "adopt residual_mlp")
     _git(repo, "tag", "v0.2.0")
@@ -143,7 +206,7 @@ def test_diff_since_of_a_four_model_adoption_reads_in_under_200_lines(repo: Path
     """Spec diff, code hunks shown once for the models sharing them, capacity deltas, the
     technique's version, summary and reference; unaffected models are not listed as affected."""
     models = ["feed_ctr", "notification_open", "search_ads_ctr", "shopping_cvr"]
-    assert run_smt(repo, "adopt", "residual_mlp", "--models", ",".join(models)).code == 0
+    assert run_smt(repo, "adopt", "residual_mlp", "--models", ",".join(models), "--force", "--reason", "review of the diff report").code == 0
     meta = _technique_meta(repo, "residual_mlp")
 
     result = run_smt(repo, "diff", "--since", "HEAD", "--format", "markdown")
@@ -175,7 +238,7 @@ def test_diff_since_of_a_four_model_adoption_reads_in_under_200_lines(repo: Path
 
 
 def test_diff_since_lists_models_a_new_adoption_does_not_apply_to_with_the_reason(repo: Path) -> None:
-    assert run_smt(repo, "adopt", "mmoe", "--models", "shopping_cvr").code == 0
+    assert run_smt(repo, "adopt", "mmoe", "--models", "shopping_cvr", "--force", "--reason", "review of the diff report").code == 0
     data = json.loads(run_smt(repo, "diff", "--since", "HEAD", "--format", "json").out)
     assert [model["model"] for model in data["affected"]] == ["shopping_cvr"]
     reasons = {item["model"]: item["reason"] for item in data["not_applicable"]}

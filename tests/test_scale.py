@@ -129,7 +129,7 @@ def test_model_key_changes_with_every_input(small_root: Path, monkeypatch: pytes
         keys.append(_key(small_root))
         return keys[-1] != keys[-2]
 
-    template_file = small_root / "template_repo" / "template" / "{{ model_name }}" / "metrics.py.jinja"
+    template_file = small_root / "template_repo" / "template" / "{{ model_name }}" / "__main__.py.jinja"
     template_file.write_text(template_file.read_text() + "\n")
     assert changed(), "a template file"
     used = _spec()["techniques"][0]["name"]

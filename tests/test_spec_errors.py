@@ -62,7 +62,11 @@ CASES = {
     "column used twice": (_set("data", {"labels": {"click": "price"}}), "data: column 'price' is used twice"),
     "unknown id out of range": (_set("data", {"unknown_ids": {"item_id": 50}}), "data.unknown_ids.item_id: 50 is outside [0, 50)"),
     "bad monitor": (_set("hyperparameters", {"monitor": "accuracy"}), "hyperparameters.monitor: Input should be 'logloss' or 'auc'"),
-    "bad embedding optimizer": (_set("hyperparameters", {"embedding_optimizer": "sgd"}), "hyperparameters.embedding_optimizer: Input should be"),
+    # "adam" was valid before runtime 0.6.0 (FBGEMM fuses Adagrad, row-wise Adagrad and SGD).
+    "bad embedding optimizer": (
+        _set("hyperparameters", {"embedding_optimizer": "adam"}),
+        "hyperparameters.embedding_optimizer: Input should be 'adagrad', 'rowwise_adagrad', 'sgd' or 'dense'",
+    ),
     "zero epochs": (_set("hyperparameters", {"epochs": 0}), "hyperparameters.epochs: Input should be greater than or equal to 1"),
     "synthetic unknown knob": (_set("synthetic", {"noise": 0.1}), "synthetic.noise: unknown key"),
     "cross of no feature": (_set("synthetic", {"crosses": [{"fields": ["user_id", "price"], "strength": 1.0}]}), "synthetic.crosses[0].fields: 'price' is not a sparse feature"),

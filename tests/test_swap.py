@@ -153,6 +153,9 @@ def test_a_fleet_wide_failure_names_the_model_exits_2_and_a_later_run_recovers(t
 
 
 def test_writers_wait_for_the_lock_and_then_refuse_with_one_line(two_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting writer says whom it waits for (command, pid, since when), and names it again when it gives up."""
+    import os
+
     from generator.lock import fleet_lock
 
     monkeypatch.setenv("SMT_LOCK_TIMEOUT", "0.2")
@@ -160,9 +163,12 @@ def test_writers_wait_for_the_lock_and_then_refuse_with_one_line(two_models: Pat
     with fleet_lock(two_models):
         result = runner.invoke(app, ["generate", "--jobs", "1"])
         assert result.exit_code == 2
-        assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
-            f"error: another smt command is changing generated/ (lock {two_models / '.smt' / 'lock'} held for 0.2s); try again when it has finished"
-        ]
+        holder = f"(pid {os.getpid()}, since "
+        waiting = [line for line in result.output.splitlines() if line.startswith("waiting up to 0.2s for `")]
+        assert len(waiting) == 1 and holder in waiting[0] and waiting[0].endswith("which is changing generated/"), result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith("error: generated/ is being changed by `"), errors
+        assert holder in errors[0] and errors[0].endswith("waited 0.2s (SMT_LOCK_TIMEOUT); try again when it has finished")
         reading = runner.invoke(app, ["status"])  # read-only commands do not take the lock
         assert reading.exit_code == 0, reading.output
     assert runner.invoke(app, ["generate", "--jobs", "1"]).exit_code == 0

@@ -118,6 +118,25 @@ def test_blame_names_technique_template_and_config_params() -> None:
     assert bad.code == 2 and "the file has" in bad.err
 
 
+def test_blame_gives_every_line_of_a_replaced_definition_to_the_technique() -> None:
+    """mmoe replaces TaskTowers in app_install: its class line and docstring read like the
+    template's, yet every line from the provenance comment to the class's last line is mmoe's, and
+    the blank line after it is the template's again."""
+    model_py = (REPO / "generated/app_install/app_install/model.py").read_text().splitlines()
+    comment = next(i for i, line in enumerate(model_py, 1) if line.startswith("# SMT technique mmoe") and "TaskTowers" in line)
+    start = comment + 1
+    assert model_py[start - 1] == "class TaskTowers(nn.Module):"
+    following = next(i for i in range(start + 1, len(model_py) + 1) if model_py[i - 1] and not model_py[i - 1].startswith((" ", "#")))
+    end = max(i for i in range(start, following) if model_py[i - 1].strip())  # the class's last line
+    result = run_smt(REPO, "blame", f"generated/app_install/app_install/model.py:{comment}-{end + 1}")
+    assert result.code == 0, result.err
+    version = yaml.safe_load((REPO / "techniques/mmoe/technique.yml").read_text())["version"]
+    authors = [line.split(": ", 1)[1] for line in result.out.splitlines() if line.startswith("generated/")]
+    assert len(authors) == end + 2 - comment
+    assert set(authors[:-1]) == {f"technique mmoe {version} (techniques/mmoe)"}, authors
+    assert authors[-1] == "template (template_repo/template/{{ model_name }}/model.py.jinja)"
+
+
 def test_local_technique_is_applied_kept_and_blamed(repo_copy: Path) -> None:
     model_dir = repo_copy / "generated/notification_open"
     _write_technique(model_dir / "local_techniques/half_over", _meta("half_over"), model__py=OVER_ARCH_PATCH)

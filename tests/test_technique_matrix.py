@@ -1,4 +1,5 @@
-"""Every technique on every example model it applies to: black-stable, idempotent, builds, trains a step.
+"""Every technique on every example model it applies to: black-stable, idempotent, builds, trains a step
+of the runtime's training loop.
 
 The fleet's own technique combinations are covered by test_fleet_models.py; here each technique is
 applied alone to each model whose spec admits it, which is what `smt adopt` would produce.
@@ -6,18 +7,25 @@ applied alone to each model whose spec admits it, which is what `smt adopt` woul
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 import yaml
+from smt_runtime import training
+from smt_runtime.parts import ModelParts
+from smt_runtime.sparse import table_parameter_names, unsharded_state_dict
 
 from generator.engine import SmtError, load_sources
 from generator.engine.layout import format_python
 from generator.engine.pipeline import apply_technique
 from generator.render import check_spec, render_model
 from generator.sync import write_tree
-from generator.testing import import_model, strip_header
-from support import REPO, run_smt
+from generator.testing import import_model, random_batch, strip_header
+from support import HANG_TIMEOUT, REPO, run_smt
 
 SOURCES = load_sources(REPO)
 MODELS = sorted(path.parent.name for path in (REPO / "generated").glob("*/.copier-answers.yml"))
@@ -61,21 +69,34 @@ def test_technique_on_every_eligible_model(name: str, tmp_path: Path) -> None:
 
         write_tree(tmp_path / name / model, tree, yaml.safe_dump(spec))
         pkg = import_model(tmp_path / name / model)
-        config = pkg.config.ModelConfig()
-        net = pkg.train.build_model(config)
-        loss_fn = pkg.train.MultiTaskLoss(config)
-        optimizer = pkg.train.build_optimizer(net, loss_fn, config)
-        batch = next(pkg.data.table_to_batches(pkg.data.generate_synthetic(config, 128, seed=1), 128))
-        logits = net(batch.dense, batch.sparse_values, batch.sparse_offsets)
-        assert tuple(logits.shape) == (128, len(config.objectives))
-        loss, _ = loss_fn(logits, batch.labels)
-        loss.backward()
-        assert all(p.grad is not None for p in net.parameters()), f"{name} on {model}: a parameter got no gradient"
-        optimizer.step()
+        config = replace(pkg.config.ModelConfig(), train_examples=128, eval_examples=128, batch_size=128)
+        _trains_one_step(pkg.train.PARTS, config, f"{name} on {model}")
+
+
+def _trains_one_step(parts: ModelParts, config: Any, what: str) -> None:
+    """The model gives a logit per objective, and one step of the runtime's training (tables
+    sharded, their optimizer fused into backward) reaches every parameter: the hook sees a
+    gradient on every parameter outside the tables, and the tables are updated."""
+    initial = training.build_model(parts, config)  # the weights the run starts from
+    batch = random_batch(config, config.batch_size)
+    assert tuple(initial(batch.dense, batch.sparse).shape) == (config.batch_size, config.num_objectives), what
+    without_gradient: list[str] = []
+
+    def after_backward(model: torch.nn.Module, config_arg: Any) -> None:
+        tables = table_parameter_names(model)
+        without_gradient.extend(n for n, p in model.named_parameters() if n not in tables and p.grad is None)
+        parts.after_backward(model, config_arg)
+
+    result = training.train(replace(parts, after_backward=after_backward), config, steps=1)
+    assert result.fit.steps == 1 and math.isfinite(result.fit.losses[0]), f"{what}: {result.fit.losses}"
+    assert without_gradient == [], f"{what}: no gradient for {without_gradient}"
+    trained, start = unsharded_state_dict(result.model), initial.state_dict()
+    tables = table_parameter_names(initial)
+    assert tables and all(not torch.equal(trained[key], start[key]) for key in tables), f"{what}: a table did not learn"
 
 
 def test_impact_report_measures_parameter_and_mflop_deltas() -> None:
-    result = run_smt(REPO, "techniques", "show", "dcn_v2", "--impact", timeout=600)
+    result = run_smt(REPO, "techniques", "show", "dcn_v2", "--impact", timeout=HANG_TIMEOUT)
     assert result.code == 0, result.err
     rows = [line.split() for line in result.out.split("impact of dcn_v2")[1].splitlines()[2:] if line.strip()]
     measured = {row[0]: row for row in rows if "skipped:" not in row}

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from support import REPO
+from support import HANG_TIMEOUT, REPO
 
 SPACE = {"hyperparameters": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}, "budget": {"steps": 5, "models": "feed_ctr"}}
 
@@ -29,17 +29,17 @@ def tune_repo(repo_copy: Path) -> Path:
 def _workers(repo: Path, study: str, storage: str, each: int, count: int = 2) -> list[subprocess.CompletedProcess]:
     """Start ``count`` `smt tune` processes at once on one study; wait for all."""
     env = {k: v for k, v in os.environ.items() if k != "SMT_ROOT"}
-    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=str(repo))  # one torch thread per trial: smt's default (SMT_THREADS)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "generator", "tune", "--study", study, "--storage", storage, "--trials", str(each), "--report", str(repo / f"report-{i}")],
+            [sys.executable, "-m", "generator", "tune", "--study", study, "--storage", storage, "--trials", str(each), "--jobs", "1", "--report", str(repo / f"report-{i}")],
             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for i in range(count)
     ]
     out = []
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=1200)
+        stdout, stderr = proc.communicate(timeout=HANG_TIMEOUT)
         out.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     return out
 

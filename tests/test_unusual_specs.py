@@ -4,25 +4,21 @@ The example fleet is a handful of typical models; these specs sit at the edges o
 spec allows (many objectives with rare labels, a single feature, very large cardinalities,
 only multi-valued features, no dense features, many dense features, a loss technique over
 rare objectives). Each is created with the real CLI in a copy of the repository, then its
-generated tests run in a subprocess with one torch thread, as a team would run them, less
-the two slowest (the 2-process torchrun run and the crash-and-resume run), which exercise
-the runtime rather than the spec's shape and run for every model of the example fleet.
+generated tests (the runtime's model contract, smt_runtime.testing.ModelContract: shapes,
+gradients, a short sharded run that learns, determinism, exact resume, export, capacity) run
+in a subprocess with one torch thread, as a team would run them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from support import make_repo_copy, run_smt
+from support import assert_model_tests_pass, make_repo_copy, run_smt
 
-SKIPPED = "not two_processes_train_on_their_shards and not resume_continues_exactly"
 BUDGET = {"max_params": 50_000_000, "max_mflops_per_example": 50.0}
 
 
@@ -100,17 +96,5 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_generated_tests_pass(fleet: Path, name: str) -> None:
-    model_dir = fleet / name
-    assert (model_dir / name / "model.py").is_file()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(model_dir)}
-    env.pop("SMT_TEST_SEED", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-k", SKIPPED],
-        cwd=model_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
+    assert (fleet / name / name / "model.py").is_file()
+    assert_model_tests_pass(fleet / name)

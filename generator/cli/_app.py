@@ -20,17 +20,21 @@ app = typer.Typer(
 
 Models = Annotated[Optional[list[str]], typer.Argument(help="Model names (default: every model in generated/).")]
 Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Processes rendering models (default: one per CPU).")]
+TrialJobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Trials trained at a time (default: the usable cores divided by --threads).")]
+TrialThreads = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per trial (default: $SMT_THREADS, else 1).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Render every model, ignoring (and not trusting) .smt/cache.")]
 
 # The errors a person can fix: each becomes "error: <message>" on stderr and exit 2. The library
 # turns OS errors it expects (a write that fails) into SmtError with the model and file named.
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
 USER_ERRORS: tuple[type[Exception], ...] = (SmtError,)
 
 Command = TypeVar("Command", bound=Callable[..., object])
 
 
 def handle_errors(command: Command) -> Command:
-    """Every command's error handling: a user error is one line on stderr and exit 2; anything else
+    """Every command's error handling: a user error is one line on stderr and exit 2 (1 for an error
+    that carries exit_code 1: a check's refusal, e.g. the qualification gate); anything else
     (typer.Exit with the command's own code, a bug) passes through. Typer reads the wrapped
     function's signature, so options and help are the command's own."""
 
@@ -40,7 +44,8 @@ def handle_errors(command: Command) -> Command:
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             fail(str(error))
-            raise typer.Exit(2) from None
+            # a refusal by a check (the qualification gate) is exit 1, like any check that found something
+            raise typer.Exit(getattr(error, "exit_code", 2)) from None
 
     return run  # type: ignore[return-value]
 
@@ -72,5 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         fail("aborted")
         raise SystemExit(1) from None
+    if code == INTERRUPTED:  # typer's answer to Ctrl-C (KeyboardInterrupt, or SIGTERM while training)
+        fail("interrupted; every training process it started has been stopped")
     # an int here is typer.Exit's code (commands return data, e.g. generate's list, or None)
     raise SystemExit(code if isinstance(code, int) and not isinstance(code, bool) else 0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +15,7 @@ from .. import engine, review
 from ..cache import RenderCache
 from ..engine import SmtError
 from ..fleet import GENERATED_DIR, Fleet, ModelEntry, find_root
-from ..lock import lock_if_free
+from ..lock import fleet_lock, lock_if_free
 from ..regeneration import default_jobs, fleet_changes
 from ..render import RenderedTree
 from ..sync import FileChange, recover_swaps, write_tree
@@ -62,6 +64,13 @@ class _ProgressBar:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+@contextmanager
+def writing(root: Path) -> Iterator[None]:
+    """The writer lock of ``generated/``, saying on stderr whom it waits for when another holds it."""
+    with fleet_lock(root, waiting=say):
+        yield
 
 
 def recover(fleet: Fleet) -> None:

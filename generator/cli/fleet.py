@@ -13,12 +13,11 @@ from .. import __version__, adoption, drift, engine, review
 from ..capacity import measure_fleet_capacity, over_budget
 from ..engine import SmtError
 from ..fleet import ANSWERS_FILE, GENERATED_DIR, Fleet, find_root, load_answers
-from ..lock import fleet_lock
 from ..render import RenderedTree, render_model
 from ..sync import count_lines
 from ..versions import changed_techniques, replaced_definitions, template_drift
 from ._app import Jobs, Models, NoCache, app, handle_errors
-from ._workspace import changes, open_fleet, recover, report_formatter, technique_users, write
+from ._workspace import changes, open_fleet, recover, report_formatter, technique_users, write, writing
 
 
 @app.command()
@@ -27,7 +26,7 @@ def generate(models: Models = None, jobs: Jobs = None, no_cache: NoCache = False
     """Regenerate models from the working tree's template, techniques and specs."""
     written: list[str] = []
     fleet = open_fleet(no_cache)
-    with fleet_lock(fleet.root):
+    with writing(fleet.root):
         results = changes(fleet, models, "generate:", jobs)
         for entry, tree, model_changes in results:
             if model_changes and tree is not None:
@@ -163,7 +162,7 @@ def new(
 ) -> None:
     """Create generated/NAME from a spec file and generate its code."""
     fleet = open_fleet()
-    with fleet_lock(fleet.root):
+    with writing(fleet.root):
         recover(fleet)
         tree = _new_model(fleet, name, data_file)
     typer.echo(f"new: created {GENERATED_DIR}/{name} ({len(tree)} files); train it with `smt train {name}`")

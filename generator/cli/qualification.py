@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .. import engine
 from ..engine import SmtError
 from ..fleet import Fleet, find_root
-from ..lock import fleet_lock
-from ._app import app, handle_errors
+from ._app import TrialJobs, TrialThreads, app, handle_errors
+from ._gate import Force, Reason, Verify, pass_gate
+from ._workspace import writing
 
 if TYPE_CHECKING:
     from ..qualification.run import Qualification
@@ -48,7 +50,8 @@ def run_and_report(
     on: str | None,
     seeds: int | None,
     steps: int | None,
-    jobs: int,
+    jobs: int | None,
+    threads: int | None,
     report_dir: Path | None,
     capacity_neutral: bool | None,
     record: bool,
@@ -63,9 +66,7 @@ def run_and_report(
     fleet = Fleet(root)
     criterion = load_criterion(root)
     change = parse_change(change_text, against)
-    if jobs < 1:
-        raise SmtError("--jobs must be at least 1")
-    q = run_qualification(fleet, change, criterion, on=on, seeds=seeds, steps=steps, jobs=jobs, capacity_neutral=capacity_neutral)
+    q = run_qualification(fleet, change, criterion, on=on, seeds=seeds, steps=steps, jobs=jobs, threads=threads, capacity_neutral=capacity_neutral)
     directory = report_dir or qreport.default_report_dir(root, q)
     qreport.write_report(q, directory)
     typer.echo(qreport.format_text(q), nl=False)
@@ -85,54 +86,17 @@ def qualify(
     on: Annotated[Optional[str], typer.Option("--on", help="representatives, all, or models a,b (default: qualification.yml).")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Paired seeds per model (default: qualification.yml).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Most training steps per trial (default: qualification.yml).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", help="Trials run in parallel; each gets max(1, cores // jobs) torch threads.")] = 1,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default qualification/reports/<change>-template-<version>).")] = None,
+    jobs: TrialJobs = None,
+    threads: TrialThreads = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Report folder (default qualification/reports/<change>[-<technique version>]-template-<version>).")] = None,
     capacity_neutral: Annotated[Optional[bool], typer.Option("--capacity-neutral/--no-capacity-neutral", help="Shrink the candidate's MLP widths to the baseline's MFLOPs.")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Store the verdict in qualification/records/ (techniques only).")] = True,
 ) -> None:
     """Train baseline and candidate of the chosen models with paired seeds and decide by qualification.yml.
 
     Exit 0 when the change qualifies, 1 when it does not, 2 on bad input."""
-    q, _ = run_and_report(change, against, on, seeds, steps, jobs, report, capacity_neutral, record)
+    q, _ = run_and_report(change, against, on, seeds, steps, jobs, threads, report, capacity_neutral, record)
     raise typer.Exit(0 if q.verdict.passed else 1)
-
-
-def verify_models(technique: str, params: dict, models: list[str], run_tests: bool = True) -> bool:
-    """The gate of ``preview --verify``/``adopt --verify``: a short qualification of ``models``
-    (regression, calibration and capacity rules; the mean-gain rule is for promotion) plus each
-    candidate's own tests. Prints what failed; returns True when nothing did. Raises SmtError."""
-    import tempfile  # noqa: PLC0415
-    from dataclasses import replace  # noqa: PLC0415
-
-    from ..qualification import load_criterion  # noqa: PLC0415
-    from ..qualification import report as qreport  # noqa: PLC0415
-    from ..qualification.criterion import evaluate  # noqa: PLC0415
-    from ..qualification.gate import run_model_tests  # noqa: PLC0415
-    from ..qualification.run import qualify as run_qualification  # noqa: PLC0415
-    from ..qualification.variants import Change  # noqa: PLC0415
-
-    root = find_root()
-    criterion = load_criterion(root)
-    change = Change(technique=technique, params=dict(params))
-    label = change.label
-    with tempfile.TemporaryDirectory(prefix="smt-verify-") as scratch:
-        q = run_qualification(
-            Fleet(root), change, criterion, on=",".join(models),
-            seeds=criterion.verify_seeds, steps=criterion.verify_steps, scratch=Path(scratch),
-        )
-        gate = evaluate(replace(criterion, min_mean_gain=-float("inf")), q.results)
-        typer.echo(qreport.format_text(q), nl=False)
-        failures = list(gate.reasons)
-        if run_tests:
-            for name in q.models:
-                passed, tail = run_model_tests(Path(scratch) / "candidate" / name, name)
-                typer.echo(f"verify: {name}: its own tests {'pass' if passed else 'FAIL'} with {label}" + ("" if passed else f": {tail}"))
-                if not passed:
-                    failures.append(f"{name}: its own tests fail: {tail}")
-    for reason in failures:
-        typer.echo(f"verify: {reason}")
-    typer.echo(f"verify: {'passed' if not failures else 'FAILED'} ({len(q.models)} model(s), {criterion.verify_seeds} seed(s), {criterion.verify_steps} steps)")
-    return not failures
 
 
 @app.command()
@@ -140,25 +104,52 @@ def verify_models(technique: str, params: dict, models: list[str], run_tests: bo
 def promote(
     technique: Annotated[str, typer.Argument(help="A technique (or technique:k=v,... as qualified) with a passing qualification record.")],
     except_models: Annotated[Optional[str], typer.Option("--except", help="Models that opt out: a,b.")] = None,
+    verify: Verify = False,
+    force: Force = False,
+    reason: Reason = None,
+    jobs: TrialJobs = None,
+    threads: TrialThreads = None,
+    release: Annotated[bool, typer.Option("--release/--no-release", help="Commit the release's files and tag the commit v<VERSION> (in a git work tree).")] = True,
 ) -> None:
     """Make a qualified TECHNIQUE a template default: adopt it in every eligible model (except
-    opt-outs), bump template_repo/VERSION, regenerate the fleet and add a CHANGELOG entry."""
+    opt-outs), bump template_repo/VERSION, regenerate the fleet, add a CHANGELOG entry, and commit
+    and tag the release v<VERSION>. Without a passing qualification record it refuses (exit 1)
+    unless --verify passes or --force --reason is given."""
+    from .. import release as releases  # noqa: PLC0415
+    from ..lock import check_inputs, snapshot_inputs  # noqa: PLC0415
+    from ..promotion import next_version, plan_promotion, release_paths  # noqa: PLC0415
     from ..promotion import promote as run_promotion  # noqa: PLC0415
 
     opt_out = [name.strip() for name in (except_models or "").split(",") if name.strip()]
     fleet = Fleet(find_root())
+    plan = plan_promotion(fleet, technique, opt_out)
+    tagging = release and releases.in_git(fleet.root)
+    if tagging:
+        releases.check_releasable(fleet.root, next_version(engine.load_sources(fleet.root).version), release_paths())
+    inputs = snapshot_inputs(fleet.root, fleet.names())
+    entry = pass_gate(plan.evidence, plan.eligible, verify=verify, force=force, reason=reason, jobs=jobs, threads=threads)
     try:
-        with fleet_lock(fleet.root):  # a writer, like generate/adopt/drop
-            done = run_promotion(fleet, technique, opt_out)
+        with writing(fleet.root):  # a writer, like generate/adopt/drop; the verification ran before
+            check_inputs(fleet.root, inputs, f"promote {technique}")
+            done = run_promotion(fleet, plan, entry)
+            tag = releases.commit_and_tag(fleet.root, done.new_version, release_paths(), f"SMT template {done.new_version}: promote {plan.evidence.label}") if tagging else None
     except OSError as exc:  # permission, disk full: every model is old or new (write_tree's swap)
         raise SmtError(f"promote {technique}: cannot write generated/ ({exc}); fix the cause and run it again") from None
     for name in done.adopted:
         typer.echo(f"{name}: adopted {technique}")
-    for name, reason in done.not_applicable:
-        typer.echo(f"{name}: not applicable: {reason}")
+    for name, why in done.not_applicable:
+        typer.echo(f"{name}: not applicable: {why}")
     for name in done.opted_out:
         typer.echo(f"{name}: opted out")
     typer.echo(
         f"promote: {technique} is a template default; template {done.old_version} -> {done.new_version},"
-        f" {len(done.regenerated)} model(s) regenerated, CHANGELOG.md cites {done.report}/report.md"
+        f" {len(done.regenerated)} model(s) regenerated, CHANGELOG.md says on what evidence"
+        + (f" ({done.report}/report.md)" if done.report and not force and not verify else "")
     )
+    typer.echo(f"release: committed and tagged {tag}" if tag else release_note(fleet.root, done.new_version, release))
+
+
+def release_note(root: Path, version: str, release: bool) -> str:
+    """What to do to make the release when smt did not tag it."""
+    why = "--no-release" if not release else "not a git work tree with a commit"
+    return f"release: not tagged ({why}); commit the changes and `git tag -a v{version}` to publish it to model repos"

@@ -9,6 +9,9 @@ For technique ``dcn_v2`` with params ``num_cross_layers`` and ``low_rank`` this 
 
 before ``class ModelConfig`` and the field ``dcn_v2: DcnV2Params = DcnV2Params()`` to ModelConfig,
 with this model's values as defaults, so technique code reads ``config.dcn_v2.num_cross_layers``.
+A param with bounds or choices in technique.yml carries them as the field's metadata
+(``num_cross_layers: int = field(default=2, metadata={"min": 1})``), which the runtime's
+``--set dcn_v2.num_cross_layers=VALUE`` checks.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 import libcst as cst
 
 from .errors import SmtError
-from .technique import AppliedTechnique
+from .technique import AppliedTechnique, Param
 
 CONFIG_CLASS = "ModelConfig"
 
@@ -37,10 +40,36 @@ def params_class_source(applied: AppliedTechnique) -> str:
         "",
     ]
     for name, value in applied.params:
-        if types[name].help:
-            lines.append(f"    # {types[name].help}")
-        lines.append(f"    {name}: {types[name].python_type} = {_literal(value)}")
+        param = types[name]
+        if param.help:
+            lines.append(f"    # {param.help}")
+        bounds = param_bounds(param)
+        default = f"field(default={_literal(value)}, metadata={bounds!r})" if bounds else _literal(value)
+        lines.append(f"    {name}: {param.python_type} = {default}")
     return "\n".join(lines) + "\n"
+
+
+def param_bounds(param: Param) -> dict[str, object]:
+    """The bounds and choices of a param, as its field's metadata in config.py: what the
+    runtime's `--set TECHNIQUE.PARAM=VALUE` checks a value against (like the spec's check)."""
+    bounds = {"min": param.min, "max": param.max, "choices": list(param.choices) if param.choices is not None else None}
+    return {key: value for key, value in bounds.items() if value is not None}
+
+
+def _with_field_import(module: cst.Module) -> cst.Module:
+    """module with ``field`` imported from dataclasses next to ``dataclass`` (the template
+    imports only dataclass)."""
+    body = list(module.body)
+    for index, statement in enumerate(body):
+        if not (isinstance(statement, cst.SimpleStatementLine) and isinstance(statement.body[0], cst.ImportFrom)):
+            continue
+        imported = statement.body[0]
+        if isinstance(imported.module, cst.Name) and imported.module.value == "dataclasses" and not isinstance(imported.names, cst.ImportStar):
+            names = [alias.name.value for alias in imported.names]
+            if "field" not in names:
+                body[index] = cst.parse_statement(f"from dataclasses import {', '.join(sorted([*names, 'field']))}\n")
+            return module.with_changes(body=body)
+    return module.with_changes(body=[cst.parse_statement("from dataclasses import field\n"), *body])
 
 
 def add_technique_params(source: str, plan: Sequence[AppliedTechnique], target: str) -> str:
@@ -82,4 +111,7 @@ def add_technique_params(source: str, plan: Sequence[AppliedTechnique], target: 
     fields[after_fields:after_fields] = new_fields
     body[position] = config_class.with_changes(body=config_class.body.with_changes(body=fields))
     body[position:position] = new_classes
-    return module.with_changes(body=body).code
+    module = module.with_changes(body=body)
+    if any(param_bounds(param) for applied in with_params for param in applied.technique.params):
+        module = _with_field_import(module)
+    return module.code

@@ -98,6 +98,8 @@ class Hyperparameters(_Strict):
     lr_plateau_factor: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     calibrate: bool | None = None  # shift each output bias to the validation label rate after training
+    min_count: int | None = Field(default=None, ge=0)  # ids rarer than this in training read the unknown row
+    unknown_dropout: float | None = Field(default=None, ge=0, lt=1)  # share of training lookups read as unknown
     label_rates: list[float] | None = None  # synthetic data: positive rate per objective
 
     @field_validator("label_rates", mode="before")
@@ -127,6 +129,7 @@ class Hyperparameters(_Strict):
         "embedding_init_std",
         "net_regularizer",
         "lr_plateau_factor",
+        "unknown_dropout",
         mode="before",
     )
     @classmethod
@@ -161,8 +164,9 @@ class SyntheticSpec(_Strict):
     dense_tail: float | None = Field(default=None, gt=0, le=3)  # spread of log(1 + dense value), x the default
     bag_lengths: list[int] | None = Field(default=None, min_length=2, max_length=2)  # [min, max] ids per bag
     test_shift: float | None = Field(default=None, ge=0, le=3)  # covariate shift of the test split
+    popularity_effect: float | None = Field(default=None, ge=0, le=3)  # logit std of effects following id popularity
 
-    @field_validator("dense_cross", "objective_correlation", "label_noise", "dense_tail", "test_shift", mode="before")
+    @field_validator("dense_cross", "objective_correlation", "label_noise", "dense_tail", "test_shift", "popularity_effect", mode="before")
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -274,7 +278,7 @@ class ModelSpec(_Strict):
         if parameters > self.serving.max_params:
             raise _FieldProblem(
                 "serving.max_params",
-                f"the embedding tables alone hold {parameters:,} parameters (sum of cardinality x embedding_dim), over the "
+                f"the embedding tables alone hold {parameters:,} parameters (sum of rows x embedding_dim), over the "
                 f"budget of {self.serving.max_params:,}; lower cardinalities or embedding dims, or raise serving.max_params",
             )
         memory = physical_memory_bytes()
@@ -291,8 +295,13 @@ class ModelSpec(_Strict):
 
 
 def embedding_parameters(spec: ModelSpec) -> int:
-    """Parameters of the model's embedding tables: one row of embedding_dim per id."""
-    return sum(feature.cardinality * feature.embedding_dim for feature in spec.sparse_features)
+    """Parameters of the model's embedding tables: one row of embedding_dim per id, and one
+    more, the unknown row, for a feature without a declared unknown id
+    (smt_runtime.config.SparseFeature.num_embeddings)."""
+    return sum(
+        (feature.cardinality + (feature.name not in spec.data.unknown_ids)) * feature.embedding_dim
+        for feature in spec.sparse_features
+    )
 
 
 def physical_memory_bytes() -> int:

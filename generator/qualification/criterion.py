@@ -2,12 +2,15 @@
 
 Per model, the relative logloss change of objective o at seed s is
 ``(candidate_logloss - baseline_logloss) / baseline_logloss`` on the criterion's split; the model's
-change at seed s is the objective-weight-weighted mean over its objectives; mean and standard error
-(sample std / sqrt(seeds)) are taken over the paired seeds. Negative is better; gain = -change.
+change at seed s is the objective-weight-weighted mean over its objectives, and its change is the
+mean over the paired seeds. Negative is better; gain = -change. Its uncertainty is a paired
+bootstrap interval over the split's examples and the seeds (``bootstrap``), at ``confidence``, so
+one seed has a real interval too; the interval is reported, never used to excuse a regression.
 
 A change qualifies when all hold:
-- mean over models of the gain >= ``min_mean_gain`` (g);
-- no model is worse than ``max_regression`` (r) beyond noise: change_mean - noise_sigmas * se <= r;
+- mean over models of the gain >= ``min_mean_gain`` (g) (not applied by the verification gate,
+  which stops harm; promotion asks for gain);
+- no model's mean change is worse than ``max_regression`` (r), whatever its interval;
 - every objective's mean calibration is within ``calibration`` bounds, or no further from 1 than
   the baseline's (a model already miscalibrated is not blamed on the change);
 - at no seed does an objective's candidate NE reach ``max_ne`` (1.0: no better than predicting the
@@ -22,11 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 from ..engine import SmtError
 from ..engine.store import load_yaml
+
+if TYPE_CHECKING:
+    from .bootstrap import Interval
 
 CRITERION_FILE = "qualification.yml"
 
@@ -37,7 +43,7 @@ class Criterion:
 
     min_mean_gain: float = 0.002
     max_regression: float = 0.005
-    noise_sigmas: float = 2.0
+    confidence: float = 0.95
     calibration: tuple[float, float] = (0.8, 1.25)
     max_ne: float = 1.0
     split: str = "test"
@@ -62,6 +68,11 @@ def load_criterion(root: Path) -> Criterion:
     verify = data.get("verify") or {}
     known = set(Criterion.__dataclass_fields__)
     for key in fields:
+        if key == "noise_sigmas":
+            raise SmtError(
+                f"{CRITERION_FILE}: noise_sigmas is no longer used (a standard error excused any regression); a model fails"
+                f" when its mean change is beyond max_regression, and `confidence` sets its bootstrap interval's level: delete it"
+            )
         if key not in known:
             raise SmtError(f"{CRITERION_FILE}: unknown field {key!r}; known: {', '.join(sorted(known))}")
     if "verify" in data:
@@ -73,9 +84,11 @@ def load_criterion(root: Path) -> Criterion:
         criterion = Criterion(**fields)
     except (TypeError, ValueError):
         raise SmtError(f"{CRITERION_FILE}: calibration must be [low, high]") from None
-    for name in ("min_mean_gain", "max_regression", "noise_sigmas"):
+    for name in ("min_mean_gain", "max_regression", "confidence"):
         if not isinstance(getattr(criterion, name), (int, float)):
             raise SmtError(f"{CRITERION_FILE}: {name} must be a number")
+    if not 0.5 <= criterion.confidence < 1:
+        raise SmtError(f"{CRITERION_FILE}: confidence must be between 0.5 and 1 (e.g. 0.95), not {criterion.confidence!r}")
     if criterion.split not in ("valid", "test"):
         raise SmtError(f"{CRITERION_FILE}: split must be valid or test, not {criterion.split!r}")
     return criterion
@@ -115,6 +128,7 @@ class ObjectiveResult:
     calibration_candidate: Stat
     ne_baseline: Stat
     ne_candidate: Stat
+    interval: Interval | None = None  # of rel_logloss's mean (bootstrap); None without predictions
 
 
 @dataclass
@@ -132,6 +146,7 @@ class ModelResult:
     max_mflops: float = 0.0
     error: str = ""
     note: str = ""
+    interval: Interval | None = None  # of rel_logloss's mean (bootstrap); None without predictions
 
 
 @dataclass
@@ -144,11 +159,26 @@ class Verdict:
     per_model: dict[str, list[str]]
 
 
-def paired_result(model: str, weights: dict[str, float], baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], split: str) -> ModelResult:
-    """Per-objective paired deltas from the metrics.json of baseline and candidate runs (same seeds, same order)."""
+def paired_result(
+    model: str,
+    weights: dict[str, float],
+    baseline: list[dict[str, Any]],
+    candidate: list[dict[str, Any]],
+    split: str,
+    predictions: tuple[list[Path], list[Path]] | None = None,
+    confidence: float = 0.95,
+) -> ModelResult:
+    """Per-objective paired deltas from the metrics.json of baseline and candidate runs (same seeds,
+    same order); with their predictions.npz (baseline paths, candidate paths), bootstrap intervals."""
     result = ModelResult(model)
     per_seed_model: list[float] = [0.0] * len(baseline)
     total = sum(weights.values()) or 1.0
+    intervals: dict[str, Interval] = {}
+    if predictions is not None:
+        from .bootstrap import load_losses, paired_bootstrap  # noqa: PLC0415 - numpy: only for measured trials
+
+        sides = [[load_losses(path, split) for path in paths] for paths in predictions]
+        result.interval, intervals = paired_bootstrap(sides[0], sides[1], weights, confidence)
     for name, weight in weights.items():
         rel, dne, dauc, cb, cc, nb, nc = [], [], [], [], [], [], []
         for index, (base, cand) in enumerate(zip(baseline, candidate)):
@@ -164,9 +194,21 @@ def paired_result(model: str, weights: dict[str, float], baseline: list[dict[str
             cc.append(c["calibration"])
             nb.append(b["ne"])
             nc.append(c["ne"])
-        result.objectives.append(ObjectiveResult(name, weight, *map(Stat.of, (rel, dne, dauc, cb, cc, nb, nc))))
+        result.objectives.append(ObjectiveResult(name, weight, *map(Stat.of, (rel, dne, dauc, cb, cc, nb, nc)), intervals.get(name)))
     result.rel_logloss = Stat.of(per_seed_model)
     return result
+
+
+def interval_text(interval: Interval | None, scale: float = 100.0, unit: str = "%") -> str:
+    """``[+0.12%, +0.80%]``, or "no interval" when there is none."""
+    if interval is None:
+        return "no interval"
+    return f"[{interval.low * scale:+.2f}{unit}, {interval.high * scale:+.2f}{unit}]"
+
+
+def applies_mean_gain(criterion: Criterion) -> bool:
+    """False for the verification gate's criterion (min_mean_gain = -inf: it stops harm only)."""
+    return math.isfinite(criterion.min_mean_gain)
 
 
 def evaluate(criterion: Criterion, results: list[ModelResult]) -> Verdict:
@@ -179,10 +221,10 @@ def evaluate(criterion: Criterion, results: list[ModelResult]) -> Verdict:
             per_model[result.model].append(f"trials failed: {result.error}")
     for result in measured:
         change = result.rel_logloss
-        if change.mean - criterion.noise_sigmas * change.se > criterion.max_regression:
+        if not change.mean <= criterion.max_regression:  # a NaN mean fails too
+            level = f"{result.interval.level:.0%} interval " if result.interval else ""
             per_model[result.model].append(
-                f"logloss worse by {change.mean:+.2%} (± {change.se:.2%} se), beyond the {criterion.max_regression:.2%} bound"
-                f" plus {criterion.noise_sigmas:g} se of noise"
+                f"logloss worse by {change.mean:+.2%} ({level}{interval_text(result.interval)}), beyond the {criterion.max_regression:.2%} bound"
             )
         low, high = criterion.calibration
         for objective in result.objectives:
@@ -202,7 +244,7 @@ def evaluate(criterion: Criterion, results: list[ModelResult]) -> Verdict:
     mean_gain = sum(gains) / len(gains) if gains else math.nan
     if not measured:
         reasons.append("no model was measured")
-    elif not mean_gain >= criterion.min_mean_gain:
+    elif applies_mean_gain(criterion) and not mean_gain >= criterion.min_mean_gain:
         reasons.append(f"mean relative logloss gain {mean_gain:+.3%} is below the required {criterion.min_mean_gain:.3%}")
     for model, problems in per_model.items():
         reasons.extend(f"{model}: {problem}" for problem in problems)

@@ -35,6 +35,7 @@ class Qualification:
     trials_run: int = 0
     trials_cached: int = 0
     chosen_by: str = ""
+    parallel: trials.Parallelism = trials.Parallelism(1, 1)  # how the trials shared the machine
 
 
 def choose_models(fleet: Fleet, on: str) -> tuple[list[ModelEntry], str]:
@@ -65,7 +66,8 @@ def qualify(
     on: str | None = None,
     seeds: int | None = None,
     steps: int | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
+    threads: int | None = None,
     capacity_neutral: bool | None = None,
     progress: bool = True,
     scratch: Path | None = None,
@@ -73,8 +75,10 @@ def qualify(
     """Qualify ``change`` on the chosen models: paired trials, deltas, capacity and the verdict.
 
     Both sides are rendered under ``scratch`` (``baseline/<model>``, ``candidate/<model>``), a
-    temporary folder removed at the end unless given."""
+    temporary folder removed at the end unless given. ``jobs`` and ``threads``: see
+    ``trials.parallelism``."""
     started = time.perf_counter()
+    parallel = trials.parallelism(jobs, threads)
     seeds = seeds if seeds is not None else criterion.seeds
     steps = steps if steps is not None else criterion.steps
     if seeds < 1 or steps < 1:
@@ -111,22 +115,26 @@ def qualify(
                     key = trials.trial_key(tree, data, seed, steps, runtime)
                     trial = trials.Trial(variant.entry.name, side, folder, seed, steps, key, data, runtime)
                     plan.append((variant, side, trial))
-        threads = trials.threads_per_trial(jobs)
-        cached = sum(trials.cached(fleet.root, t.key, threads) is not None for _, _, t in plan)
-        outcomes = trials.run_trials(fleet.root, [t for _, _, t in plan], jobs, progress)
-        results = [_model_result(variant, plan, outcomes, capacity, criterion) for variant in variants]
+        cached = sum(trials.cached(fleet.root, t.key, parallel.threads) is not None for _, _, t in plan)
+        outcomes = trials.run_trials(fleet.root, [t for _, _, t in plan], parallel.jobs, progress, parallel.threads)
+        results = [_model_result(fleet.root, variant, plan, outcomes, capacity, criterion, parallel.threads) for variant in variants]
     verdict = evaluate(criterion, results)
     return Qualification(
         change, criterion, [v.entry.name for v in variants], seed_list, steps, results, verdict, skipped,
-        sources.version, technique_version, time.perf_counter() - started, len(plan) - cached, cached, chosen_by,
+        sources.version, technique_version, time.perf_counter() - started, len(plan) - cached, cached, chosen_by, parallel,
     )
 
 
-def _model_result(variant: Variant, plan: list[tuple[Variant, str, Any]], outcomes: dict[str, Any], capacity: dict[str, dict[str, float]], criterion: Criterion) -> ModelResult:
+def _model_result(
+    root: Path, variant: Variant, plan: list[tuple[Variant, str, Any]], outcomes: dict[str, Any],
+    capacity: dict[str, dict[str, float]], criterion: Criterion, threads: int,
+) -> ModelResult:
     runs: dict[str, list[Any]] = {"baseline": [], "candidate": []}
+    predictions: dict[str, list[Path]] = {"baseline": [], "candidate": []}
     for owner, side, trial in plan:
         if owner is variant:
             runs[side].append(outcomes[trial.key])
+            predictions[side].append(trials.predictions(root, trial.key, threads))
     name = variant.entry.name
     failures = [run for run in runs["baseline"] + runs["candidate"] if isinstance(run, Exception)]
     serving = variant.entry.answers.get("serving") or {}
@@ -134,7 +142,10 @@ def _model_result(variant: Variant, plan: list[tuple[Variant, str, Any]], outcom
     if failures:
         result = ModelResult(name, error=str(failures[0]).removeprefix(f"{name} "))
     else:
-        result = paired_result(name, _weights(variant.entry), runs["baseline"], runs["candidate"], criterion.split)
+        result = paired_result(
+            name, _weights(variant.entry), runs["baseline"], runs["candidate"], criterion.split,
+            (predictions["baseline"], predictions["candidate"]), criterion.confidence,
+        )
     result.params_baseline, result.params_candidate = int(base_cap["parameters"]), int(cand_cap["parameters"])
     result.mflops_baseline, result.mflops_candidate = float(base_cap["mflops"]), float(cand_cap["mflops"])
     result.max_params = int(serving.get("max_params") or 0)

@@ -28,6 +28,7 @@ from ..engine import SmtError, load_sources
 from ..fleet import Fleet, ModelEntry
 from ..render import RenderedTree, render_model
 from ..sync import write_tree
+from .gate import change_label
 
 MLP_WIDTHS = ("dense_arch_layers", "over_arch_layers", "tower_layers")
 DEFAULT_WIDTHS = {"dense_arch_layers": [64], "over_arch_layers": [128, 64], "tower_layers": [32]}
@@ -44,8 +45,7 @@ class Change:
     @property
     def label(self) -> str:
         if self.technique:
-            params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-            return f"{self.technique}:{params}" if params else self.technique
+            return change_label(self.technique, self.params)
         return f"working tree vs {self.against}"
 
     @property

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from .. import adoption
 from ..engine import SmtError, load_sources
 from ..engine.paths import TEMPLATE_DIR
 from ..fleet import Fleet
-from ..promotion import CHANGELOG, QUESTIONS, VERSION_FILE, _with_default, next_version
+from ..changelog import add_release
+from ..promotion import QUESTIONS, VERSION_FILE, _with_default, next_version, write_release
 from ..render import render_model
-from ..sync import compare, read_tree, write_tree
+from ..sync import write_tree
 from . import objective
 from .report import best_trial, feasible
 from .space import Setting, TuneSpace, with_defaults
@@ -103,8 +103,9 @@ class Applied:
     regenerated: list[str] = field(default_factory=list)
 
 
-def apply_template(fleet: Fleet, space: TuneSpace, trial: Any, study: str, report: str) -> Applied:
-    """Write the trial's setting as the template's defaults (see the module docstring)."""
+def apply_template(fleet: Fleet, space: TuneSpace, trial: Any, study: str, report: str, evidence_entry: str | None = None) -> Applied:
+    """Write the trial's setting as the template's defaults (see the module docstring); a tuned
+    technique goes in on the evidence ``evidence_entry`` says (the caller passed the gate)."""
     root = fleet.root
     setting = Setting.from_params(space, trial.params)
     current = template_defaults(root)
@@ -118,34 +119,16 @@ def apply_template(fleet: Fleet, space: TuneSpace, trial: Any, study: str, repor
     sources = load_sources(root)
     new_version = next_version(sources.version)
     config_path, questions_path, version_path = root / CONFIG_TEMPLATE, root / QUESTIONS, root / VERSION_FILE
-    old = {p: p.read_text() for p in (config_path, questions_path, version_path)}
+    edits = {config_path: with_template_defaults(config_path.read_text(), defaults), version_path: new_version + "\n"}
     specs: dict[str, dict[str, Any]] = {}
     done = Applied(sources.version, new_version, defaults)
-    try:
-        config_path.write_text(with_template_defaults(old[config_path], defaults))
-        version_path.write_text(new_version + "\n")
-        if setting.technique and setting.technique_params:
-            use = {"name": setting.technique, "params": setting.technique_params}
-            questions_path.write_text(_with_default(old[questions_path], use))
-            outcome = adoption.plan_adoption(fleet, fleet.models(), setting.technique, setting.technique_params, drop=False)
-            specs = {entry.name: answers for entry, answers, _ in outcome.changed}
-            done.technique = setting.technique
-        trees = {}
-        for entry in fleet.models():
-            answers = specs.get(entry.name, entry.answers)
-            trees[entry.name] = (entry, answers, render_model(root, answers, entry.name, entry.directory))
-    except BaseException:
-        for path, text in old.items():
-            path.write_text(text)
-        raise
-    for name, (entry, answers, tree) in trees.items():
-        if name in specs:
-            write_tree(entry.directory, tree, adoption.spec_text(name, answers))
-            done.adopted.append(name)
-        elif compare(read_tree(entry.directory), tree):
-            write_tree(entry.directory, tree)
-        done.regenerated.append(name)
-    _changelog(root, done, setting, trial, study, report)
+    if setting.technique and setting.technique_params:
+        edits[questions_path] = _with_default(questions_path.read_text(), {"name": setting.technique, "params": setting.technique_params})
+        outcome = adoption.plan_adoption(fleet, fleet.models(), setting.technique, setting.technique_params, drop=False)
+        specs = {entry.name: answers for entry, answers, _ in outcome.changed}
+        done.technique = setting.technique
+    done.adopted, done.regenerated = write_release(fleet, edits, specs)
+    _changelog(root, done, setting, trial, study, report, evidence_entry)
     return done
 
 
@@ -164,20 +147,14 @@ def apply_per_model(fleet: Fleet, space: TuneSpace, model: str, trial: Any) -> d
     return answers["hyperparameters"]
 
 
-def _changelog(root: Path, done: Applied, setting: Setting, trial: Any, study: str, report: str) -> None:
-    path = root / CHANGELOG
-    old = path.read_text() if path.is_file() else "# Changelog\n\nTemplate releases (`template_repo/VERSION`), newest first.\n"
-    cut = old.find("\n## ")
-    head, rest = (old, "") if cut < 0 else (old[: cut + 1], old[cut + 1 :])
+def _changelog(root: Path, done: Applied, setting: Setting, trial: Any, study: str, report: str, evidence_entry: str | None) -> None:
     defaults = ", ".join(f"{k}={v}" for k, v in done.defaults.items())
     models = trial.user_attrs.get(objective.MODELS_ATTR, [])
-    entry = [
-        f"## {done.new_version} ({time.strftime('%Y-%m-%d', time.gmtime())})",
-        "",
-        f"- Tuned template defaults: {defaults or 'none'}"
+    add_release(root, done.new_version, [
+        f"Tuned template defaults: {defaults or 'none'}"
         + (f"; `{done.technique}` params {setting.technique_params} adopted by {', '.join(f'`{m}`' for m in done.adopted) or 'no model'}" if done.technique else "")
         + ".",
-        f"- Study `{study}` trial #{trial.number} (template {done.old_version}, on {', '.join(m['model'] for m in models)}):"
+        f"Study `{study}` trial #{trial.number} (template {done.old_version}, on {', '.join(m['model'] for m in models)}):"
         f" mean relative logloss change {trial.value:+.3%}, every constraint met; report [{report}]({report}/report.md).",
-    ]
-    path.write_text(head.rstrip("\n") + "\n\n" + "\n".join(entry) + "\n" + ("\n" + rest if rest else ""))
+        *([evidence_entry] if evidence_entry else []),
+    ])

@@ -3,7 +3,8 @@
 value = mean over the chosen models of the relative logloss change of the candidate (the trial's
 defaults) against the model's current baseline, as ``smt qualify`` measures it (negative is better).
 Constraints, Optuna's convention (feasible when every value <= 0), two per model in model order:
-- regression: ``change - noise_sigmas * se - max_regression`` (the bound of ``qualification.yml``);
+- regression: ``change - max_regression`` (the bound of ``qualification.yml``, on the mean change as
+  ``smt qualify`` judges it: a standard error never excuses a regression);
 - capacity: ``mflops_candidate - max_mflops_per_example`` (0 when the model has no budget).
 """
 
@@ -40,7 +41,7 @@ def constraints(scores: list[ModelScore], criterion: Criterion) -> list[float]:
         if s.error or not math.isfinite(s.change):
             out += [INFEASIBLE, INFEASIBLE]
             continue
-        out.append(s.change - criterion.noise_sigmas * s.se - criterion.max_regression)
+        out.append(s.change - criterion.max_regression)
         out.append(s.mflops_candidate - s.max_mflops if s.max_mflops else 0.0)
     return out
 
@@ -60,7 +61,7 @@ def violations(scores: list[dict[str, Any]] | list[ModelScore], criterion: Crite
         if s.error:
             lines.append(f"{s.model}: trials failed: {s.error}")
             continue
-        if s.change - criterion.noise_sigmas * s.se > criterion.max_regression:
+        if s.change > criterion.max_regression:
             lines.append(f"{s.model}: logloss worse by {s.change:+.2%}, beyond the {criterion.max_regression:.2%} bound")
         if s.max_mflops and s.mflops_candidate > s.max_mflops:
             lines.append(f"{s.model}: {s.mflops_candidate:.4f} MFLOPs per example over the serving budget {s.max_mflops:g}")

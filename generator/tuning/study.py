@@ -10,7 +10,6 @@ continues the study and workers on several machines pointed at one database shar
 from __future__ import annotations
 
 import math
-import os
 import sys
 import tempfile
 import time
@@ -144,16 +143,21 @@ class Evaluator:
                 key = trials.trial_key(t, data, seed, self.steps, self.runtime)
                 plan.append((side, trials.Trial(name, side, f, seed, self.steps, key, data, self.runtime)))
         runs: dict[str, list[Any]] = {"baseline": [], "candidate": []}
+        predictions: dict[str, list[Path]] = {"baseline": [], "candidate": []}
         for side, t in plan:
             try:
                 runs[side].append(trials.run_trial(self.fleet.root, t, self.threads))
             except trials.TrialFailed as failure:
                 runs[side].append(failure)
+            predictions[side].append(trials.predictions(self.fleet.root, t.key, self.threads))
         failed = [r for r in runs["baseline"] + runs["candidate"] if isinstance(r, Exception)]
         if failed:
             return objective.ModelScore(name, math.nan, 0.0, base.mflops, mflops, max_mflops, str(failed[0]))
         weights = {o["name"]: float(o.get("weight", 1.0)) for o in base.entry.answers.get("objectives") or [] if isinstance(o, dict)}
-        result = paired_result(name, weights, runs["baseline"], runs["candidate"], TUNING_SPLIT)
+        result = paired_result(
+            name, weights, runs["baseline"], runs["candidate"], TUNING_SPLIT,
+            (predictions["baseline"], predictions["candidate"]), self.criterion.confidence,
+        )
         return objective.ModelScore(name, result.rel_logloss.mean, result.rel_logloss.se, base.mflops, mflops, max_mflops, result.error)
 
 
@@ -188,7 +192,7 @@ def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
     def run(trial: Any) -> float:
         setting = suggest(trial, space)
         rendered = evaluator.candidates(setting, trial.number)
-        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity", self.runtime)
+        capacity = measure_folders([folder for _, _, folder in rendered.values()], f"trial {trial.number}: measuring capacity", evaluator.runtime)
 
         def measure(name: str) -> objective.ModelScore:
             _, tree, folder = rendered[name]
@@ -203,18 +207,36 @@ def make_objective(evaluator: Evaluator, space: TuneSpace) -> Any:
     return run
 
 
-def _threads(jobs: int) -> int:
-    """Torch threads per training: $OMP_NUM_THREADS when set, else the cores shared by ``jobs``."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else trials.threads_per_trial(jobs)
-
-
-def run_study(fleet: Fleet, space: TuneSpace, criterion: Criterion, study: Any, *, on: str, trials_n: int, jobs: int = 1, steps: int | None = None, seeds: int | None = None, progress: bool = True) -> tuple[Any, str]:
-    """Run ``trials_n`` more trials of ``study`` (``jobs`` in parallel threads) on the chosen models."""
+def run_study(
+    fleet: Fleet, space: TuneSpace, criterion: Criterion, study: Any, *, on: str, trials_n: int,
+    jobs: int | None = None, threads: int | None = None, steps: int | None = None, seeds: int | None = None, progress: bool = True,
+) -> tuple[Any, str]:
+    """Run ``trials_n`` more trials of ``study`` on the chosen models: ``jobs`` trials at a time
+    (threads of this worker), each training with ``threads`` torch threads (``trials.parallelism``:
+    the same policy as ``smt qualify``). A line per finished trial with an ETA goes to stderr."""
+    parallel = trials.parallelism(jobs, threads)
     entries, chosen_by = choose_models(fleet, on)
     study.set_user_attr("models", [e.name for e in entries])
+    started, finished = time.perf_counter(), [0]
+
+    def report(study: Any, trial: Any) -> None:
+        finished[0] += 1
+        elapsed = time.perf_counter() - started
+        left = elapsed / finished[0] * (trials_n - finished[0])
+        value = f"{trial.value:+.3%}" if trial.value is not None and math.isfinite(trial.value) else trial.state.name.lower()
+        print(
+            f"tune: trial #{trial.number} {value}; {finished[0]}/{trials_n} done, elapsed {trials.duration(elapsed)},"
+            f" ETA {trials.duration(left)}", file=sys.stderr, flush=True,
+        )
+
+    if progress:
+        print(f"tune: {trials_n} trial(s) on {', '.join(e.name for e in entries)} ({parallel})", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="smt-tune-") as scratch:
-        evaluator = Evaluator(fleet, entries, criterion, steps or space.steps, seeds or space.seeds, Path(scratch), _threads(jobs), progress)
+        evaluator = Evaluator(fleet, entries, criterion, steps or space.steps, seeds or space.seeds, Path(scratch), parallel.threads, progress)
         evaluator.prepare()
-        study.optimize(make_objective(evaluator, space), n_trials=trials_n, n_jobs=jobs, catch=(SmtError,))
+        with trials.stopped_on_interrupt():
+            study.optimize(
+                make_objective(evaluator, space), n_trials=trials_n, n_jobs=parallel.jobs, catch=(SmtError,),
+                callbacks=[report] if progress else None,
+            )
     return study, chosen_by

@@ -13,6 +13,11 @@ A checkpoint is two parts in the run directory:
 checkpoint.pt is replaced atomically and names its folder, so a run killed at any moment
 leaves a consistent checkpoint (older folders are removed after the replace). The best
 weights live in ``best-<step>/`` (same format), written when a validation improves.
+
+At the end of a run, rank 0 writes the run's result: ``best.pt``, the best weights after
+calibration with every table gathered whole (what metrics.json's metrics describe, what
+``--export`` exports and ``evaluate`` re-scores), and the config they were trained with
+(training.best_checkpoint). checkpoint.pt stays what ``--resume`` continues from.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
+BEST_FORMAT = "smt-best-1"  # what best.pt's "format" entry says; another value is refused
+BEST_KEYS = {"format", "model_name", "config", "sharding", "state"}  # what read_best needs
 STATE_KEYS = {
     "model_name",
     "world_size",
@@ -103,6 +111,39 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     for folder in run_dir.iterdir():
         if _FOLDER.match(folder.name) and folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_best(run_dir: Path, best: dict[str, Any]) -> Path:
+    """Write best.pt (training.best_checkpoint) into run_dir atomically; its path."""
+    path = run_dir / BEST_FILE
+    partial = path.with_suffix(".partial")
+    torch.save(best, partial)
+    os.replace(partial, path)
+    return path
+
+
+def read_best(path: Path, model_name: str) -> dict[str, Any]:
+    """best.pt at path, or in the run directory path, checked to be this model's.
+
+    Raises:
+        FileNotFoundError: no best.pt there.
+        ValueError: in one line, for an unreadable or foreign file or another model's.
+    """
+    if path.is_dir():
+        path = path / BEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {BEST_FILE} at {path}; give a run directory of a finished run (train --run-dir) or its {BEST_FILE}"
+        )
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated, random bytes, not a torch file: all unreadable
+        raise ValueError(f"{path}: not a readable {BEST_FILE} ({first_line(error)}); train again") from None
+    if not isinstance(saved, dict) or not BEST_KEYS <= set(saved) or saved["format"] != BEST_FORMAT:
+        raise ValueError(f"{path}: not a {BEST_FILE} written by this runtime; give the {BEST_FILE} of a training run")
+    if saved["model_name"] != model_name:
+        raise ValueError(f"{path} holds model {saved['model_name']}, not {model_name}; use python -m {saved['model_name']}")
+    return saved
 
 
 def read_state(path: Path, model_name: str, world_size: int) -> dict[str, Any]:

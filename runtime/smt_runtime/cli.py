@@ -13,16 +13,21 @@ Commands:
                 metrics) to a directory, to try the Parquet path
                 One line per validation goes to stdout; --set KEY=VALUE changes a
                 hyperparameter for one run; --threads sets torch's threads.
+    evaluate    re-score a finished run's best.pt on a test split (--test FILE, else the
+                synthetic one): the test metrics of its metrics.json, exactly
     capacity    print the serving capacity report
-    export      export a freshly built model and check the reloaded file
+    export      export a run's best.pt (--checkpoint), or a freshly built model, and
+                check the reloaded file
 
 Bad input (a missing or corrupt file, data that does not match the spec, a checkpoint
 of another model, an output path that exists or cannot be written, a count below 1)
-prints one line and exits with status 2, before anything is written.
+prints one line and exits with status 2, before anything is written. Under torchrun every
+process meets the same bad input (same arguments, files and plan) and rank 0 prints the line.
 """
 
 import argparse
 import copy
+import json
 import os
 import sys
 import time
@@ -35,9 +40,10 @@ from typing import Any
 import torch
 
 from . import distributed
-from .checkpoint import CHECKPOINT_FILE
+from .checkpoint import BEST_FILE, CHECKPOINT_FILE
 from .config import ModelConfigBase
 from .data import Examples, SchemaError, write_synthetic
+from .label_shift import format_label_rates
 from .metrics import format_metrics
 from .serve import (
     capacity_report,
@@ -50,7 +56,14 @@ from .serve import (
 )
 from .parts import ModelParts
 from .sparse import STRATEGIES, Sharding, format_placements, local_table_bytes
-from .training import RunData, build_model, train, unsharded_model
+from .training import (
+    RunData,
+    build_model,
+    evaluate_checkpoint,
+    restore_best_checkpoint,
+    train,
+)
+from .unknown_ids import format_unknown_shares
 
 SPLITS = ("train", "valid", "test")
 
@@ -59,7 +72,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (argparse's own adds the usage text)."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n" if _prints_errors() else None)
+
+
+def _prints_errors(error: BaseException | None = None) -> bool:
+    """Whether this process prints a bad-input error: under torchrun every rank meets the same
+    one, and rank 0 alone prints it (one line, not one per process); an OSError may be this
+    machine's own (a full disk), so every rank prints that."""
+    return os.environ.get("RANK", "0") == "0" or isinstance(error, OSError)
 
 
 def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
@@ -77,7 +97,8 @@ def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter for this run (repeatable; recorded in metrics.json)",
+        help="override a hyperparameter, or a technique's param as TECHNIQUE.PARAM=VALUE, for"
+        " this run (repeatable; recorded in metrics.json)",
     )
     run.add_argument(
         "--threads",
@@ -92,12 +113,7 @@ def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
             metavar="PARQUET",
             help=f"{split} split (give all three or none: synthetic data)",
         )
-    run.add_argument(
-        "--hash-raw-ids",
-        default="",
-        metavar="FEATURES",
-        help="comma-separated sparse features whose raw ids to hash, or 'all'",
-    )
+    _hash_option(run)
     run.add_argument(
         "--run-dir",
         type=Path,
@@ -117,15 +133,49 @@ def _parser(config: ModelConfigBase) -> argparse.ArgumentParser:
         metavar="BYTES",
         help="table storage one process may hold, e.g. 512M or 2G (default: the machine's)",
     )
-    run.add_argument("--export", type=Path, metavar="PATH", help="export the model")
+    run.add_argument("--export", type=Path, metavar="PATH", help="export the model (best.pt's weights)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     data = commands.add_parser("write-data", help="write synthetic Parquet splits")
     data.add_argument("directory", type=Path)
     data.add_argument("--row-group-size", type=int, default=4096, help="rows per Parquet row group")
+    score = commands.add_parser("evaluate", help="re-score a run's best.pt on a test split")
+    score.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help=f"a run directory or its {BEST_FILE}",
+    )
+    score.add_argument("--test", type=Path, metavar="PARQUET", help="test split (default: the run's synthetic one)")
+    _hash_option(score, "(default: as the run hashed them)")
+    score.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    score.add_argument("--threads", type=int, help="torch intra-op threads")
+    score.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     commands.add_parser("capacity", help="print the serving capacity report")
-    export = commands.add_parser("export", help="export an untrained model to PATH")
+    export = commands.add_parser("export", help="export a run's best.pt, or an untrained model, to PATH")
     export.add_argument("path", type=Path)
+    export.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="RUN",
+        help=f"a run directory or its {BEST_FILE} (default: an untrained model)",
+    )
     return parser
+
+
+def _hash_option(parser: argparse.ArgumentParser, default: str = "") -> None:
+    parser.add_argument(
+        "--hash-raw-ids",
+        default=None,
+        metavar="FEATURES",
+        help=f"comma-separated sparse features whose raw ids to hash, or 'all' {default}".rstrip(),
+    )
+
+
+def _hashed(text: str | None) -> bool | list[str]:
+    """--hash-raw-ids as Examples.from_parquet takes it."""
+    names = text.split(",") if text else []
+    return True if names == ["all"] else names
 
 
 def _bytes(text: str) -> int:
@@ -147,9 +197,7 @@ def _run_data(args: argparse.Namespace, config: ModelConfigBase) -> RunData:
         return RunData.synthetic(config)
     if not all(paths):
         raise ValueError("give all of --train, --valid and --test, or none of them")
-    hashed = args.hash_raw_ids.split(",") if args.hash_raw_ids else []
-    hash_raw_ids = True if hashed == ["all"] else hashed
-    return RunData(*(Examples.from_parquet(p, config, hash_raw_ids=hash_raw_ids) for p in paths))
+    return RunData(*(Examples.from_parquet(p, config, hash_raw_ids=_hashed(args.hash_raw_ids)) for p in paths))
 
 
 def default_threads() -> int:
@@ -226,8 +274,7 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
             overrides=overrides,
             on_prepared=lambda prepared: _show_plan(prepared, runtime),
         )
-        serving = unsharded_model(parts, config, result.model, runtime)
-        if serving is None:  # not rank 0
+        if not runtime.is_main:
             return
         fit = result.fit
         stop = "stopped early" if fit.stopped_early else "ran every planned step"
@@ -241,7 +288,18 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
         for split in ("valid", "test"):
             print(f"\n{split} ({getattr(data, split).num_rows} examples):")
             print(format_metrics(result.metrics[split]))
-        print(f"\nrun directory: {run_dir} (metrics.json, checkpoint.pt)")
+        print()
+        print(format_label_rates(result.split_label_rates))
+        for shift in result.label_shifts:
+            print(f"{config.model_name}: {shift.message}", file=sys.stderr, flush=True)
+        unknown = result.unknown_ids
+        print(
+            f"\nunknown rows (min_count {unknown['min_count']}, unknown_dropout"
+            f" {unknown['unknown_dropout']:g}): share of lookups"
+        )
+        print(format_unknown_shares(unknown["share"]))
+        print(f"\nrun directory: {run_dir} (metrics.json, {BEST_FILE}, {CHECKPOINT_FILE})")
+        serving = restore_best_checkpoint(parts, run_dir).model  # what best.pt holds
         if args.export:
             exported = export_model(serving_model(copy.deepcopy(serving)), config, args.export)
             print(f"exported ({exported.format}) to {exported.path}")
@@ -249,6 +307,43 @@ def _train(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase)
         print(format_capacity_report(capacity_report(serving, config)))
     finally:
         distributed.stop(runtime)
+
+
+def _evaluate(args: argparse.Namespace, parts: ModelParts) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: give at least 1")
+    restored = restore_best_checkpoint(parts, args.checkpoint)
+    config = restored.config
+    hashed = restored.saved.get("hash_raw_ids", False) if args.hash_raw_ids is None else _hashed(args.hash_raw_ids)
+    torch.set_num_threads(args.threads or default_threads())
+    runtime = distributed.start(args.device)
+    try:
+        if args.test is None:
+            test = RunData.synthetic_split(config, "test")
+        else:
+            test = Examples.from_parquet(args.test, config, hash_raw_ids=hashed)
+        metrics = evaluate_checkpoint(parts, restored, test, runtime)
+        if not runtime.is_main:
+            return
+        if args.json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            source = args.test or "the run's synthetic test split"
+            print(f"{config.model_name}: best.pt of step {restored.saved['best_step']} on {source} ({test.num_rows} examples):")
+            print(format_metrics(metrics))
+    finally:
+        distributed.stop(runtime)
+
+
+def _export(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase) -> None:
+    check_export_path(args.path)
+    if args.checkpoint is None:
+        model = build_model(parts, config)
+    else:
+        restored = restore_best_checkpoint(parts, args.checkpoint)
+        model, config = serving_model(restored.model), restored.config
+    exported = export_model(model, config, args.path)
+    print(f"exported ({exported.format}) to {exported.path}")
 
 
 def _show_plan(prepared: Any, runtime: distributed.Runtime) -> None:
@@ -334,10 +429,10 @@ def _run(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase) -
             _train(args, parts, replace(config, seed=args.seed))
         elif args.command == "write-data":
             _write_data(args, config)
+        elif args.command == "evaluate":
+            _evaluate(args, parts)
         elif args.command == "export":
-            check_export_path(args.path)
-            exported = export_model(build_model(parts, config), config, args.path)
-            print(f"exported ({exported.format}) to {exported.path}")
+            _export(args, parts, config)
         else:
             print(format_capacity_report(spec_capacity_report(parts, config)))
     except BrokenPipeError:
@@ -348,7 +443,8 @@ def _run(args: argparse.Namespace, parts: ModelParts, config: ModelConfigBase) -
             # the OS's own error (permission, disk full, a folder in the way)
             where = f"{error.filename}: " if error.filename else ""
             message = f"{where}{error.strerror or message}; check the path, its permissions and" " free space"
-        print(f"{config.model_name}: error: {message}", file=sys.stderr)
+        if _prints_errors(error):
+            print(f"{config.model_name}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,7 +1,7 @@
 """Training data: a split of examples (Examples), in memory or streamed from Parquet.
 
 The data pipeline is split by concern; this module re-exports their public names, so
-`from <model>.data import ...` keeps working:
+`from smt_runtime.data import ...` reaches all of them:
     batch.py       Batch (the model's input) and table_to_batches
     schema.py      the data format, check_table, SchemaError
     parquet_io.py  read_parquet, write_parquet, check_parquet, stream_parquet
@@ -25,6 +25,7 @@ from .parquet_io import (
     SHUFFLE_BUFFER_ROWS,
     check_parquet,
     read_parquet,
+    read_sparse_columns,
     stream_parquet,
     write_parquet,
 )
@@ -158,6 +159,23 @@ class Examples:
             )
             for name, column in zip(config.objective_names, names)
         }
+
+    def id_counts(self, config: ModelConfigBase) -> dict[str, np.ndarray]:
+        """feature -> how often each of its ids occurs in the split (int64, one count per id
+        in [0, cardinality); every id of a multi-valued feature's bags counts). A file is
+        read once more, its sparse columns only, chunk by chunk, counted with numpy's
+        bincount."""
+        counts = {f.name: np.zeros(f.cardinality, np.int64) for f in config.sparse_features}
+        sizes = {f.name: f.cardinality for f in config.sparse_features}
+        if self.table is not None:
+            chunks: Iterator[dict[str, pa.Array]] = iter([{name: self.table.column(name).combine_chunks() for name in counts}])
+        else:
+            chunks = read_sparse_columns(self.path, config, hash_raw_ids=self.hash_raw_ids)
+        for chunk in chunks:
+            for name, column in chunk.items():
+                ids = column.flatten() if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) else column
+                counts[name] += np.bincount(ids.to_numpy(zero_copy_only=False), minlength=sizes[name])
+        return counts
 
     def batches(
         self,

@@ -113,3 +113,15 @@ def format_metrics(metrics: Metrics) -> str:
             f"  {values['ne']:>6.4f}  {values['auc']:>6.4f}  {values['calibration']:>5.3f}"
         )
     return "\n".join(lines)
+
+
+def format_by_split(title: str, values: dict[str, dict[str, float]], cell: str) -> str:
+    """A table of one value per split and name (e.g. an objective's label rate): one row per
+    name, one column per split, each value formatted with cell (e.g. ">9.4f")."""
+    splits = list(values)
+    names = list(next(iter(values.values()), {}))
+    width = max(len(title), *(len(name) for name in names))
+    lines = [f"{title:<{width}}" + "".join(f"{split:>9}" for split in splits)]
+    for name in names:
+        lines.append(f"{name:<{width}}" + "".join(format(values[split][name], cell) for split in splits))
+    return "\n".join(lines)

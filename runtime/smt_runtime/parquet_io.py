@@ -103,6 +103,27 @@ def check_parquet(
     return rows
 
 
+def read_sparse_columns(
+    path: str | Path,
+    config: ModelConfigBase,
+    *,
+    hash_raw_ids: bool | Collection[str] = False,
+    read_rows: int = READ_ROWS,
+) -> Iterator[dict[str, pa.Array]]:
+    """The sparse columns of a checked Parquet file (check_parquet), chunk by chunk of
+    read_rows rows: feature -> its ids as check_table lays them out (int64, or list<int64>),
+    hashed as hash_raw_ids says. Reads no other column."""
+    file = _parquet_file(path)
+    specs = [spec for spec in column_specs(config, hash_raw_ids) if spec.role == "sparse"]
+    names = [spec.find(file.schema_arrow.names) for spec in specs]
+    batches = file.iter_batches(batch_size=read_rows, columns=names)
+    for record_batch in _read_batches(path, batches):
+        yield {
+            spec.name: normalize_column(spec, column, name)[0]
+            for spec, name, column in zip(specs, names, record_batch.columns)
+        }
+
+
 def write_parquet(table: pa.Table, path: str | Path, row_group_size: int | None = None) -> None:
     """Write a table to a Parquet file (row groups of row_group_size rows, if given)."""
     pq.write_table(table, path, row_group_size=row_group_size)

@@ -298,7 +298,7 @@ def spec_capacity_report(parts: ModelParts, config: ModelConfigBase) -> dict[str
     Builds a stand-in whose tables have at most CAPACITY_TABLE_ROWS rows: its dense
     parameters and MFLOPs per example are the model's (a lookup costs the same whatever
     the table's size), and each sparse feature's table is counted at its spec size,
-    cardinality X embedding_dim. A spec with tables larger than memory is measured as
+    num_embeddings (the cardinality, plus a reserved unknown row) X embedding_dim. A spec with tables larger than memory is measured as
     cheaply as a small one.
     """
     features = tuple(
@@ -316,7 +316,7 @@ def spec_capacity_report(parts: ModelParts, config: ModelConfigBase) -> dict[str
     stand_in = replace(config, sparse_features=features)
     torch.manual_seed(config.seed)
     model = parts.model(stand_in)
-    rows = {feature.name: feature.cardinality for feature in config.sparse_features}
+    rows = {feature.name: feature.num_embeddings for feature in config.sparse_features}
     inputs = example_inputs(stand_in, seed=config.seed)
     mflops = forward_flops(model, inputs) / inputs[0].shape[0] / 1e6
     return _budget_report(_parameter_counts(model, rows), mflops, config)

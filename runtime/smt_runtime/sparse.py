@@ -84,17 +84,29 @@ class EmbeddingBagSharder(EmbeddingBagCollectionSharder):
 
 def table_configs(config: ModelConfigBase) -> list[EmbeddingBagConfig]:
     """One TorchRec table per sparse feature, named after it: sum pooling for a
-    single-valued feature (its one id's row), mean pooling for a multi-valued one."""
+    single-valued feature (its one id's row), mean pooling for a multi-valued one; a
+    feature without a declared unknown id has one row more, its unknown row
+    (SparseFeature.num_embeddings)."""
     return [
         EmbeddingBagConfig(
             name=feature.name,
             embedding_dim=feature.embedding_dim,
-            num_embeddings=feature.cardinality,
+            num_embeddings=feature.num_embeddings,
             feature_names=[feature.name],
             pooling=PoolingType.MEAN if feature.multi_valued else PoolingType.SUM,
         )
         for feature in config.sparse_features
     ]
+
+
+def table_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules that hold module's collections (the model's EmbeddingTables), whose output
+    is the pooled embedding of every feature."""
+    holders = []
+    for name, _ in collections(module):
+        parent = name.rpartition(".")[0]
+        holders.append(module.get_submodule(parent) if parent else module)
+    return holders
 
 
 def collections(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -121,13 +133,13 @@ class EmbeddingOptimizer:
         name: one of EMBEDDING_OPTIMIZER_NAMES: a key of EMBEDDING_OPTIMIZERS, or "dense"
             (the dense optimizer trains the tables).
         learning_rate: step size of the tables (None: EMBEDDING_LEARNING_RATES[name]).
-        weight_decay: L2 weight decay of the rows a step updates (unused for "dense",
-            where training.regularization penalizes whole tables instead).
+
+    The embedding regularizer is not the optimizer's: FBGEMM's CPU kernels ignore weight decay,
+    so training.regularization adds it to the loss, for every optimizer.
     """
 
     name: str
     learning_rate: float | None = None
-    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in EMBEDDING_OPTIMIZER_NAMES:
@@ -142,7 +154,7 @@ class EmbeddingOptimizer:
     def arguments(self) -> dict[str, float]:
         _, fixed = EMBEDDING_OPTIMIZERS[self.name]
         rate = EMBEDDING_LEARNING_RATES[self.name] if self.learning_rate is None else self.learning_rate
-        return {"lr": rate, "weight_decay": self.weight_decay, **fixed}
+        return {"lr": rate, **fixed}
 
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         """An ordinary optimizer of this kind over parameters (data_parallel tables)."""
@@ -223,8 +235,12 @@ def plan_sharding(
     world_size: int,
     device: torch.device,
 ) -> ShardingPlan:
-    """TorchRec's planner's plan for module's tables over world_size ranks, every rank
-    computing the same plan (collective_plan)."""
+    """TorchRec's planner's plan for module's tables over world_size ranks: rank 0 plans and
+    every rank gets its plan.
+
+    Raises:
+        ValueError: on every rank, in one line, when no plan fits the sharding options.
+    """
     kernels = {"data_parallel": "dense"}
     constraints = {
         name: ParameterConstraints(
@@ -237,15 +253,23 @@ def plan_sharding(
         caps["hbm_cap" if device.type == "cuda" else "ddr_cap"] = sharding.max_rank_memory
     topology = Topology(world_size=world_size, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), compute_device=device.type, **caps)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    try:
-        return planner.collective_plan(module, [EmbeddingBagSharder()], dist.GroupMember.WORLD)
-    except Exception as error:  # the planner's errors (no plan fits the budget) span pages
-        first = " ".join(str(error).split())[:300]
+    # Rank 0 plans and hands every rank the plan or its failure (TorchRec's collective_plan
+    # broadcasts only a plan: when rank 0's planning failed, the other ranks waited for it forever).
+    outcome: list[ShardingPlan | str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome = [planner.plan(module, [EmbeddingBagSharder()])]
+        except Exception as error:  # the planner's errors (no plan fits the budget) span pages
+            outcome = [f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"]
+    if world_size > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], str):
         raise ValueError(
             f"TorchRec's planner found no {sharding.strategy} plan for {world_size} rank(s)"
             f"{'' if sharding.max_rank_memory is None else f' within {sharding.max_rank_memory:,} bytes per rank'}"
-            f" ({type(error).__name__}: {first}); raise --max-rank-memory, add processes or choose another --sharding"
-        ) from None
+            f" ({outcome[0]}); raise --max-rank-memory, add processes or choose another --sharding"
+        )
+    return outcome[0]
 
 
 def shard(module: nn.Module, plan: ShardingPlan, device: torch.device, world_size: int) -> DistributedModelParallel:
@@ -288,7 +312,7 @@ def placements(plan: ShardingPlan, config: ModelConfigBase, notes: dict[str, str
     for feature in config.sparse_features:
         parameter = by_table[feature.name]
         if parameter.sharding_type == "data_parallel":
-            shards = tuple((rank, feature.cardinality, feature.embedding_dim) for rank in range(world_size))
+            shards = tuple((rank, feature.num_embeddings, feature.embedding_dim) for rank in range(world_size))
         else:
             shards = tuple(
                 (shard_metadata.placement.rank(), *shard_metadata.shard_sizes)
@@ -297,7 +321,7 @@ def placements(plan: ShardingPlan, config: ModelConfigBase, notes: dict[str, str
         out.append(
             TablePlacement(
                 feature.name,
-                feature.cardinality,
+                feature.num_embeddings,
                 feature.embedding_dim,
                 parameter.sharding_type,
                 parameter.compute_kernel,
@@ -354,7 +378,8 @@ def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
     """Set every table's rows normal with standard deviation config.embedding_init_std, or,
     when that is None, uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)] (TorchRec's
     default range); the same values whether the table is whole or sharded, so one process
-    and N processes start from the same model."""
+    and N processes start from the same model (a reserved unknown row, past the cardinality,
+    is drawn like the others)."""
     index = {feature.name: i for i, feature in enumerate(config.sparse_features)}
     std = getattr(config, "embedding_init_std", None)  # packages rendered before it have none
     for prefix, collection in collections(module):
@@ -369,7 +394,7 @@ def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
                     values = _initial_rows(seed, index[table], row, row + rows, feature.embedding_dim, bound, std)
                     piece.tensor.copy_(values[:, column : column + columns])
             else:
-                tensor.copy_(_initial_rows(seed, index[table], 0, feature.cardinality, feature.embedding_dim, bound, std))
+                tensor.copy_(_initial_rows(seed, index[table], 0, feature.num_embeddings, feature.embedding_dim, bound, std))
 
 
 def local_table_bytes(module: nn.Module) -> int:

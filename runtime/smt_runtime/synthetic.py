@@ -8,6 +8,11 @@ The synthetic world. Logit of objective t for one example:
     weight_t * sum_k u_a(id_a)_k * u_b(id_b)_k * ... / sqrt(K), whose logit std is
     the cross's strength (pairwise for two fields, higher-order for more)
   + dense_cross * weight_t * z_0 * z_1 of the first two dense features
+With config.synthetic.popularity_effect = e > 0, every id's effect also holds
+e * importance_f * z(id), where z is the id's log popularity standardized over the
+examples (popular ids positive, rare ones down to about -2.5), shared by all objectives:
+rare and unseen ids then predict systematically lower rates, which an embedding row
+trained on rare ids (the unknown row, see training.py) can learn.
 Per-id and dense effects are part shared (config.synthetic.objective_correlation of
 their variance) and part specific to each objective, so objectives correlate; cross
 weights are positive for every objective. A label is flipped with probability
@@ -71,6 +76,15 @@ def _shifted_popularity(popularity: np.ndarray, shift: float) -> np.ndarray:
     return flattened / flattened.sum()
 
 
+def _popularity_scores(popularity: np.ndarray) -> np.ndarray:
+    """Each id's log popularity, standardized over examples (mean 0, std 1 when ids are
+    drawn with these probabilities)."""
+    logged = np.log(popularity)
+    mean = np.sum(popularity * logged)
+    std = np.sqrt(np.sum(popularity * (logged - mean) ** 2))
+    return (logged - mean) / std if std > 0 else np.zeros_like(logged)
+
+
 def _label_rates(config: ModelConfigBase) -> np.ndarray:
     rates = np.asarray(config.label_rates, dtype=np.float64)
     if rates.shape != (config.num_objectives,) or not ((rates > 0) & (rates < 1)).all():
@@ -124,6 +138,9 @@ class SyntheticWorld:
             effects[feature.name] = std * _mixed_effects(
                 rng, feature.cardinality, num_objectives, knobs.objective_correlation
             )
+            if knobs.popularity_effect:
+                share = std / SPARSE_EFFECT_STD  # this feature's part of the total effect std
+                effects[feature.name] += knobs.popularity_effect * share * _popularity_scores(popularity[feature.name])[:, None]
         rng = keyed_rng(seed, "weights", *config.objective_names)
         first_cross_weights = rng.uniform(0.5, 1.0, num_objectives)
         num_dense = config.num_dense_features
@@ -271,6 +288,48 @@ def generate_synthetic(
         a table with the columns described in this module's docstring.
     """
     return sample_synthetic(config, num_examples, seed, shifted)[0]
+
+
+def cold_start_tables(
+    config: ModelConfigBase, train_examples: int, eval_examples: int, seed: int, max_draws: int = 64
+) -> tuple[pa.Table, pa.Table, pa.Table, str] | None:
+    """A cold start in the model's synthetic world: a train table, and validation and test
+    tables whose ids of one feature (the single-valued feature of most ids, say the users)
+    never occur in the train table, as a time split leaves new users in its later splits.
+
+    The train table is generate_synthetic(config, train_examples, seed); validation and test
+    are the first rows of further samples (seeds seed + 1, ...) whose id of that feature is
+    unseen in training, so their labels follow the world as every other row's. Unseen ids
+    are the world's rare ones: with config.synthetic.popularity_effect above 0 they also
+    predict lower rates, as new and long-tail ids do in real logs.
+
+    Returns:
+        (train, valid, test, feature), or None when max_draws samples of train_examples rows
+        hold fewer than 2 X eval_examples such rows (a feature with few ids).
+    """
+    singles = [f for f in config.sparse_features if not f.multi_valued] or list(config.sparse_features)
+    feature = max(singles, key=lambda f: f.cardinality)
+    train = generate_synthetic(config, train_examples, seed)
+    column = train.column(feature.name).combine_chunks()
+    ids = column.flatten() if pa.types.is_list(column.type) else column
+    seen = np.bincount(ids.to_numpy(), minlength=feature.cardinality) > 0
+    cold: list[pa.Table] = []
+    rows = 0
+    for draw in range(1, max_draws + 1):
+        pool = generate_synthetic(config, train_examples, seed + draw)
+        pool_column = pool.column(feature.name).combine_chunks()
+        if pa.types.is_list(pool_column.type):  # every id of the bag unseen
+            offsets = pool_column.offsets.to_numpy()
+            seen_before = np.concatenate([[0], np.cumsum(seen[pool_column.flatten().to_numpy()])])
+            unseen = seen_before[offsets[1:]] == seen_before[offsets[:-1]]
+        else:
+            unseen = ~seen[pool_column.to_numpy()]
+        cold.append(pool.filter(pa.array(unseen)))
+        rows += int(unseen.sum())
+        if rows >= 2 * eval_examples:
+            both = pa.concat_tables(cold)
+            return train, both.slice(0, eval_examples), both.slice(eval_examples, eval_examples), feature.name
+    return None
 
 
 def _entropy(rate: float) -> float:

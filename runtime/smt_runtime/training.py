@@ -19,6 +19,7 @@ Shapes: B = batch size, T = number of objectives.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -28,10 +29,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint.api import CheckpointException
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
@@ -40,6 +43,7 @@ from .batch import Batch
 from .config import ModelConfigBase
 from .data import Examples
 from .distributed import Runtime, gather_values, mean_over_ranks, total
+from .label_shift import LabelShift, label_shifts
 from .metrics import Metrics, objective_metrics, predict, weighted_logloss
 from .parts import LRSchedule, ModelParts, Optimizers
 from .sparse import (
@@ -51,12 +55,15 @@ from .sparse import (
     plan_sharding,
     placements,
     shard,
+    table_modules,
     table_parameter_names,
     unsharded_state_dict,
     why_replicated,
 )
+from .unknown_ids import known_ids, set_known_ids, unknown_summary
 
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"  # per split: logits and labels, rows X T (written with metrics.json)
 
 
 class ModelWithLoss(nn.Module):
@@ -94,6 +101,8 @@ class Prepared:
         tables: where every table went (the plan).
         net_parameters: dense weights of two or more dimensions (net_regularizer).
         dense_tables: tables the dense optimizer trains ("dense" embedding optimizer).
+        pooled: the pooled embeddings of the batch being trained on (B X d_i each), kept
+            for the embedding regularizer of the other optimizers (regularization).
     """
 
     model: nn.Module
@@ -103,6 +112,7 @@ class Prepared:
     tables: list[TablePlacement]
     net_parameters: list[nn.Parameter]
     dense_tables: list[nn.Parameter]
+    pooled: list[torch.Tensor] = field(default_factory=list)
 
 
 def prepare(
@@ -150,6 +160,10 @@ def prepare(
         replicated=embedding.build(replicated_tables) if embedding.fused and replicated_tables else None,
     )
     model_names = {id(parameter) for parameter in model.parameters()}
+    pooled: list[torch.Tensor] = []
+    if embedding.fused and config.embedding_regularizer > 0:
+        for holder in table_modules(model):
+            holder.register_forward_hook(lambda _module, _inputs, output: pooled.extend(output) if _module.training else None)
     return Prepared(
         model=model,
         loss_fn=loss_fn,
@@ -158,6 +172,7 @@ def prepare(
         tables=placements(plan, config, why_replicated(config, sharding, embedding), runtime.world_size),
         net_parameters=[p for p in dense if p.dim() >= 2 and id(p) in model_names],
         dense_tables=[] if embedding.fused else replicated_tables,
+        pooled=pooled,
     )
 
 
@@ -191,8 +206,12 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     dense: config.net_regularizer / 2 * the sum of squared dense weights (every dense
         parameter of two or more dimensions).
     embedding: with the "dense" embedding optimizer, config.embedding_regularizer / 2 *
-        the sum of squared weights of every table (as FuxiCTR regularizes embeddings);
-        fused optimizers apply it themselves, as weight decay of the rows a step touches.
+        the sum of squared weights of every table (as FuxiCTR regularizes embeddings); with
+        the others, config.embedding_regularizer / 2 * the squared norm of every pooled
+        embedding of the batch, divided by the batch size: for a single-valued feature the
+        row it looked up, every time it is looked up (FBGEMM's fused CPU kernels ignore
+        weight decay, so the penalty goes through the loss, and its gradient reaches only
+        those rows); for a multi-valued feature its bag's mean.
     """
     penalty = torch.zeros((), device=device)
     if config.net_regularizer > 0:
@@ -201,6 +220,8 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
     if config.embedding_regularizer > 0:
         for table in prepared.dense_tables:
             penalty = penalty + config.embedding_regularizer / 2 * table.pow(2).sum()
+        for pooled in prepared.pooled:
+            penalty = penalty + config.embedding_regularizer / (2 * pooled.shape[0]) * pooled.pow(2).sum()
     return penalty
 
 
@@ -221,7 +242,9 @@ def train_step(
     # FBGEMM kernels, which read it when the forward pass builds the backward.
     prepared.optimizer.zero_grad()
     loss, _ = prepared.step_module(batch.dense, batch.sparse, batch.labels)
-    (loss + regularization(prepared, config, batch.labels.device)).backward()
+    penalty = regularization(prepared, config, batch.labels.device)
+    prepared.pooled.clear()
+    (loss + penalty).backward()
     parts.after_backward(prepared.model, config)
     prepared.optimizer.step()
     if scheduler is not None:
@@ -472,6 +495,8 @@ def load_checkpoint(
         result = FitResult(**saved["result"])
     except _MISFIT as error:
         raise _misfit(path, error) from None
+    except CheckpointException as error:  # dcp's wrapper of each rank's error, a BaseException
+        raise _misfit(path, next(iter(error.failures.values()))[0]) from None
     result.segment_seconds = 0.0  # this call's own time starts now
     return result, (saved["epoch"], saved["position"]), saved
 
@@ -652,11 +677,14 @@ class RunData:
         examples: independent samples of the model's synthetic world (seeds
         config.seed, + 1 and + 2; the test split from the shifted distribution of
         config.synthetic.test_shift)."""
-        return cls(
-            train=Examples.synthetic(config, config.train_examples, config.seed),
-            valid=Examples.synthetic(config, config.eval_examples, config.seed + 1),
-            test=Examples.synthetic(config, config.eval_examples, config.seed + 2, shifted=True),
-        )
+        return cls(*(cls.synthetic_split(config, split) for split in ("train", "valid", "test")))
+
+    @staticmethod
+    def synthetic_split(config: ModelConfigBase, split: str) -> Examples:
+        """One split ("train", "valid" or "test") of RunData.synthetic(config), drawn alone."""
+        index = ("train", "valid", "test").index(split)
+        rows = config.train_examples if split == "train" else config.eval_examples
+        return Examples.synthetic(config, rows, config.seed + index, shifted=split == "test")
 
 
 @dataclass
@@ -671,6 +699,11 @@ class RunResult:
             rate every output bias started from.
         tables: where every embedding table went (the sharding plan).
         prepared: the trained model, sharded, with its optimizers.
+        split_label_rates: split ("train", "valid", "test") -> objective -> label rate.
+        label_shifts: the label rates that moved between splits (label_shift.py).
+        unknown_ids: what reads the unknown rows (unknown_ids.unknown_summary).
+        best_state: on rank 0, the model's state dict with every table whole: the best
+            weights after calibration, what best.pt holds (None on other ranks).
     """
 
     fit: FitResult
@@ -680,6 +713,10 @@ class RunResult:
     tables: list[TablePlacement] = field(default_factory=list)
     prepared: Prepared | None = None
     rank_table_bytes: list[int] = field(default_factory=list)
+    split_label_rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    label_shifts: list[LabelShift] = field(default_factory=list)
+    unknown_ids: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -712,6 +749,9 @@ class RunResult:
             "train_examples_per_second": self.fit.examples_per_second,
             "final_train_loss": self.fit.losses[-1] if self.fit.losses else None,
             "train_label_rates": self.label_rates,
+            "label_rates": self.split_label_rates,
+            "label_shifts": [shift.as_json() for shift in self.label_shifts],
+            "unknown_ids": self.unknown_ids,
             "sharding": {
                 "tables": [asdict(table) for table in self.tables],
                 "rank_table_bytes": self.rank_table_bytes,
@@ -825,8 +865,15 @@ def build_model(parts: ModelParts, config: ModelConfigBase | None = None) -> nn.
     """A freshly initialised, unsharded RankingModel of parts: the same config.seed
     gives the same weights as a training run starts from."""
     config = config or parts.config()
+    # A run builds its model with tables on the meta device (prepare), which draw no random
+    # numbers; tables built here would, and shift every dense weight drawn after them.
     torch.manual_seed(config.seed)
+    start = parts.model(config, "meta").state_dict()
     model = parts.model(config)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if not start[name].is_meta:
+                value.copy_(start[name])
     init_tables(model, config, config.seed)
     return model
 
@@ -857,7 +904,8 @@ def train(
         steps: cap on the optimizer steps of config.batch_size examples (per rank).
         model: an unsharded model whose weights to start from; a new one if None.
         data: the splits; RunData.synthetic(config) if None.
-        run_dir: directory of checkpoints and, at the end, metrics.json.
+        run_dir: directory of checkpoints and, at the end, metrics.json and
+            predictions.npz (each split's logits and labels).
         resume: continue from run_dir's checkpoint (see fit).
         progress: show a progress bar.
         runtime: this process's device and rank (distributed.start() if None).
@@ -877,9 +925,18 @@ def train(
     runtime = runtime or start("cpu")
     if data is None:
         data = RunData.synthetic(config)
+    for split in ("train", "valid", "test"):  # every process reads a part of every split
+        rows = getattr(data, split).num_rows
+        if rows < runtime.world_size:
+            raise ValueError(f"the {split} split holds {rows} example(s); a run needs at least {runtime.world_size} (one per process)")
     prepared = prepare(parts, config, runtime, sharding, model)
     if on_prepared is not None:
         on_prepared(prepared)
+    # Ids rarer than config.min_count in the train split read the unknown row from the first
+    # step on (a resumed run restores the same flags with the model's weights).
+    id_counts = {"train": data.train.id_counts(config), "valid": data.valid.id_counts(config), "test": data.test.id_counts(config)}
+    known = known_ids(id_counts["train"], config)
+    set_known_ids(prepared.model, known, config)
     if resume:
         if run_dir is None:
             raise ValueError("resume needs the run directory of the run to continue")
@@ -910,21 +967,118 @@ def train(
     )
     calibrate_output_bias(prepared.model, data.valid, config, runtime)
     splits = {"valid": data.valid, "test": data.test}
+    rates = {"train": label_rates or {}, **{name: examples.label_rates(config) for name, examples in splits.items()}}
+    rows = {"train": data.train.num_rows, **{name: examples.num_rows for name, examples in splits.items()}}
+    outputs = {  # (logits, labels) per split, rows X T: the metrics, and predictions.npz
+        name: predict(prepared.model, examples.batches(config, config.batch_size, shard=runtime.shard), runtime)
+        for name, examples in splits.items()
+    }
     result = RunResult(
         fit=fitted,
-        metrics={name: evaluate(prepared.model, examples, config, runtime) for name, examples in splits.items()},
+        metrics={name: objective_metrics(*outputs[name], config) for name in splits},
         optimal={name: examples.optimal for name, examples in splits.items() if examples.optimal is not None},
         label_rates=label_rates,
         tables=prepared.tables,
         prepared=prepared,
         rank_table_bytes=gather_values(local_table_bytes(prepared.model), runtime),
+        split_label_rates=rates,
+        label_shifts=label_shifts(rates, rows),
+        unknown_ids=unknown_summary(id_counts, known, config),
+        best_state=unsharded_state_dict(prepared.model),  # every rank takes part; rank 0 gets it
     )
     if run_dir is not None and runtime.is_main:
         path = Path(run_dir) / METRICS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoints.save_best(Path(run_dir), best_checkpoint(result, config, overrides, sharding, data))
         summary = result.summary(config, runtime, overrides)
         path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        np.savez_compressed(  # per-example results: smt qualify's paired bootstrap reads them
+            Path(run_dir) / PREDICTIONS_FILE,
+            objectives=np.array(config.objective_names),
+            **{f"{name}_logits": logits for name, (logits, _) in outputs.items()},
+            **{f"{name}_labels": labels.astype(np.int8) for name, (_, labels) in outputs.items()},
+        )
     return result
+
+
+def best_checkpoint(
+    result: RunResult,
+    config: ModelConfigBase,
+    overrides: dict[str, str] | None,
+    sharding: Sharding,
+    data: RunData,
+) -> dict[str, Any]:
+    """What best.pt holds (checkpoint.save_best): the model's best weights after calibration,
+    every table whole (result.best_state), and what rebuilds and re-scores it exactly: the
+    config as trained (ModelConfigBase.from_dict), the sharding options, the test split's
+    raw-id hashing, the --set overrides, the best step and the metrics it scored."""
+    from . import __version__  # noqa: PLC0415 - the package's own metadata
+
+    return {
+        "format": checkpoints.BEST_FORMAT,
+        "model_name": config.model_name,
+        "runtime_version": __version__,
+        "config": asdict(config),
+        "overrides": overrides or {},
+        "sharding": asdict(sharding),
+        "hash_raw_ids": sorted(data.test.hash_raw_ids) if not isinstance(data.test.hash_raw_ids, bool) else data.test.hash_raw_ids,
+        "best_step": result.fit.best_step,
+        "metrics": result.metrics,
+        "state": result.best_state,
+    }
+
+
+@dataclass
+class Restored:
+    """A model restored from best.pt (restore_best_checkpoint).
+
+    Attributes:
+        config: the config the run trained with.
+        model: the unsharded model holding best.pt's weights, in eval mode.
+        saved: best.pt's other entries (best_checkpoint).
+    """
+
+    config: ModelConfigBase
+    model: nn.Module
+    saved: dict[str, Any]
+
+
+def restore_best_checkpoint(parts: ModelParts, path: str | Path) -> Restored:
+    """The model of best.pt at path (a run directory names its best.pt).
+
+    Raises:
+        FileNotFoundError: no best.pt there.
+        ValueError: in one line, for an unreadable file, another model's, or weights that do
+            not fit this package's model.
+    """
+    config_class = parts.config
+    saved = checkpoints.read_best(Path(path), parts.config().model_name)
+    try:
+        config = config_class.from_dict(saved["config"])
+        model = parts.model(config)
+        model.load_state_dict(saved["state"])
+    except _MISFIT as error:
+        raise ValueError(
+            f"{path}: its weights do not fit this package's model ({checkpoints.first_line(error)});"
+            " evaluate it with the version of the package that trained it"
+        ) from None
+    return Restored(config, model.eval(), saved)
+
+
+def evaluate_checkpoint(
+    parts: ModelParts,
+    restored: Restored,
+    data: Examples,
+    runtime: Runtime,
+) -> Metrics:
+    """metrics.py's metrics of best.pt's model on data, computed as the run computed its test
+    metrics: the model sharded the same way (best.pt's sharding options), through the same
+    DistributedModelParallel kernels, in batches of config.batch_size. For the run's test
+    split and number of processes they equal metrics.json's test metrics exactly."""
+    saved = restored.saved["sharding"]
+    sharding = Sharding(saved["strategy"], saved["max_rank_memory"])
+    prepared = prepare(parts, restored.config, runtime, sharding, copy.deepcopy(restored.model))
+    return evaluate(prepared.model, data, restored.config, runtime)
 
 
 def unsharded_model(parts: ModelParts, config: ModelConfigBase, model: nn.Module, runtime: Runtime) -> nn.Module | None:

@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 import torch
-from smt_runtime import serve
 from smt_runtime.batch import sparse_input
 from torchrec import KeyedJaggedTensor
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model, build_probe, probe_spec
+from generator.testing import assert_golden, assert_serves, build_model, build_probe, probe_spec
 
 HERE = Path(__file__).parent
 F, D = 3, 16
@@ -119,8 +118,4 @@ def test_dropped_fields_pass_no_gradient_to_their_embeddings(tmp_path: Path) -> 
 
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
-    config = pkg.config.ModelConfig()
-    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = serve.export_model(model, config, tmp_path / "model.pt2")
-    assert (result.format, result.fallback_reason) == ("torch.export", "")
-    assert result.max_abs_diff <= 1e-5
+    assert_serves(model, pkg.config.ModelConfig(), tmp_path)

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-from smt_runtime import serve
 
-from generator.testing import assert_golden, build_probe, probe_spec, random_batch
+from generator.testing import assert_golden, assert_serves, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
@@ -154,8 +153,4 @@ def test_bad_heads_and_context_fields_are_refused(tmp_path: Path) -> None:
 
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
-    config = pkg.config.ModelConfig()
-    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = serve.export_model(model, config, tmp_path / "model.pt2")
-    assert (result.format, result.fallback_reason) == ("torch.export", "")
-    assert result.max_abs_diff <= 1e-5
+    assert_serves(model, pkg.config.ModelConfig(), tmp_path)

@@ -1,7 +1,7 @@
 """Linear warmup, then cosine decay of the learning rate to min_lr_ratio x learning_rate.
 
 Patch for train.py: replaces build_lr_schedule and adds warmup_cosine_factor just before
-it. S is the run's planned length, train.plan_steps: config.epochs epochs of
+it. S is the run's planned length, smt_runtime.training.plan_steps: config.epochs epochs of
 steps_per_epoch steps, capped by the run's steps (1.0.0 was sized by --steps alone, so a
 default run, which early stopping ends after a few epochs, decayed on a schedule it never
 followed). For S optimizer steps with W warmup steps (config.lr_warmup_cosine.warmup_steps,

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 import torch
-from smt_runtime import serve
 
 from generator.engine import SmtError
-from generator.testing import assert_golden, build_model, build_probe, probe_spec, random_batch
+from generator.testing import assert_golden, assert_serves, build_model, build_probe, probe_spec, random_batch
 
 HERE = Path(__file__).parent
 BATCH = 4
@@ -144,8 +143,4 @@ def test_one_level_keeps_other_objectives_experts_out_of_a_logit(tmp_path: Path)
 
 def test_capacity_report_and_export(tmp_path: Path) -> None:
     pkg, model = build(tmp_path)
-    config = pkg.config.ModelConfig()
-    assert serve.capacity_report(model, config)["mflops_per_example"] > 0
-    result = serve.export_model(model, config, tmp_path / "model.pt2")
-    assert (result.format, result.fallback_reason) == ("torch.export", "")
-    assert result.max_abs_diff <= 1e-5
+    assert_serves(model, pkg.config.ModelConfig(), tmp_path)

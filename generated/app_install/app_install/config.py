@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,9 +26,9 @@ class DcnV2Params:
     """Params of technique dcn_v2 1.0.3 for this model."""
 
     # Number of stacked cross layers.
-    num_cross_layers: int = 2
+    num_cross_layers: int = field(default=2, metadata={"min": 1})
     # 0 = full-rank W (d X d); r > 0 = W = U V^T with U, V of shape d X r.
-    low_rank: int = 16
+    low_rank: int = field(default=16, metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class MmoeParams:
     """Params of technique mmoe 1.0.1 for this model."""
 
     # Number of expert MLPs shared by all objectives.
-    num_experts: int = 3
+    num_experts: int = field(default=3, metadata={"min": 1})
     # Output width of every expert.
-    expert_dim: int = 32
+    expert_dim: int = field(default=32, metadata={"min": 1})
     # Hidden layer sizes of every expert, before its expert_dim output layer.
     expert_layers: tuple[int, ...] = (64,)
 
@@ -147,6 +147,11 @@ class ModelConfig(ModelConfigBase):
     # probability on the validation split equals the observed rate
     # (smt_runtime.training.calibrate_output_bias).
     calibrate: bool = True
+    # Ids seen fewer than min_count times in the training split, and in training a random
+    # share unknown_dropout of the lookups, read their feature's unknown row, so that row
+    # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
+    min_count: int = 3
+    unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (
@@ -154,7 +159,7 @@ class ModelConfig(ModelConfigBase):
         0.05,
     )
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(
             Cross(fields=("app_category", "installed_apps"), strength=1.0),
@@ -166,6 +171,7 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(5, 20),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     dcn_v2: DcnV2Params = DcnV2Params()
     mmoe: MmoeParams = MmoeParams()

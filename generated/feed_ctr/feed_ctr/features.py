@@ -9,6 +9,7 @@ feature i (before SparseArch projects it to the model's common width D).
 
 import torch
 from smt_runtime.sparse import table_configs
+from smt_runtime.unknown_ids import UnknownIds
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
@@ -25,6 +26,9 @@ class EmbeddingTables(nn.Module):
     normal with standard deviation config.embedding_init_std (uniform in
     [-1/sqrt(cardinality), 1/sqrt(cardinality)] when it is None), drawn the same way
     however the tables are sharded (smt_runtime.sparse.init_tables).
+    Before the lookup, UnknownIds sends ids rarer than config.min_count in the training
+    split (and ids outside the cardinality) to their feature's unknown row, a learned
+    row: the spec's unknown id, or one more row at the end of the table.
 
     Args:
         config: the model's ModelConfig; reads config.sparse_features.
@@ -43,12 +47,13 @@ class EmbeddingTables(nn.Module):
     ) -> None:
         super().__init__()
         self.names = [feature.name for feature in config.sparse_features]
+        self.unknown_ids = UnknownIds(config)
         self.collection = EmbeddingBagCollection(
             table_configs(config), device=torch.device(device or "cpu")
         )
 
     def forward(self, features: KeyedJaggedTensor) -> list[torch.Tensor]:
-        pooled = self.collection(features).to_dict()
+        pooled = self.collection(self.unknown_ids(features)).to_dict()
         return [pooled[name] for name in self.names]
 
 

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,15 +26,15 @@ class PleParams:
     """Params of technique ple 1.0.1 for this model."""
 
     # Number of stacked extraction layers; 1 is a single CGC (Customized Gate Control).
-    num_levels: int = 2
+    num_levels: int = field(default=2, metadata={"min": 1, "max": 4})
     # Experts of each objective in every extraction layer.
-    experts_per_task: int = 1
+    experts_per_task: int = field(default=1, metadata={"min": 1})
     # Experts shared by all objectives in every extraction layer.
-    shared_experts: int = 1
+    shared_experts: int = field(default=1, metadata={"min": 1})
     # Output width of every expert.
-    expert_dim: int = 32
+    expert_dim: int = field(default=32, metadata={"min": 1})
     # Hidden layer sizes of every expert, before its expert_dim output layer.
-    expert_layers: tuple[int, ...] = (64,)
+    expert_layers: tuple[int, ...] = field(default=(64,), metadata={"min": 1})
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,11 @@ class ModelConfig(ModelConfigBase):
     # probability on the validation split equals the observed rate
     # (smt_runtime.training.calibrate_output_bias).
     calibrate: bool = True
+    # Ids seen fewer than min_count times in the training split, and in training a random
+    # share unknown_dropout of the lookups, read their feature's unknown row, so that row
+    # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
+    min_count: int = 3
+    unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (
@@ -155,7 +160,7 @@ class ModelConfig(ModelConfigBase):
         0.05,
     )
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("seller_id", "listing_tags"), strength=2.0),),
         dense_cross=1.5,
@@ -164,5 +169,6 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     ple: PleParams = PleParams()

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,9 +26,12 @@ class FibinetParams:
     """Params of technique fibinet 1.0.0 for this model."""
 
     # SENET bottleneck: the excitation MLP is F -> max(1, F // reduction_ratio) -> F.
-    reduction_ratio: int = 3
+    reduction_ratio: int = field(default=3, metadata={"min": 1})
     # Bilinear matrices: field_all = one W for all pairs, field_each = one W_i per field, field_interaction = one W_ij per pair.
-    bilinear_type: str = "field_interaction"
+    bilinear_type: str = field(
+        default="field_interaction",
+        metadata={"choices": ["field_all", "field_each", "field_interaction"]},
+    )
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,16 @@ class ModelConfig(ModelConfigBase):
     # probability on the validation split equals the observed rate
     # (smt_runtime.training.calibrate_output_bias).
     calibrate: bool = True
+    # Ids seen fewer than min_count times in the training split, and in training a random
+    # share unknown_dropout of the lookups, read their feature's unknown row, so that row
+    # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
+    min_count: int = 3
+    unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (0.25,)
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("template_id", "hour_of_week"), strength=0.6),),
         dense_cross=0.6,
@@ -128,5 +136,6 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.0,
+        popularity_effect=0.0,
     )
     fibinet: FibinetParams = FibinetParams()

@@ -9,7 +9,7 @@ This is the only module of the package whose text depends on the model's spec; e
 module reads these facts from a ModelConfig.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smt_runtime.config import (
     Cross,
@@ -26,11 +26,11 @@ class AutointParams:
     """Params of technique autoint 1.0.0 for this model."""
 
     # Number of stacked interacting layers (the paper uses 3).
-    num_layers: int = 2
+    num_layers: int = field(default=2, metadata={"min": 1})
     # Attention heads of every interacting layer.
-    num_heads: int = 2
+    num_heads: int = field(default=2, metadata={"min": 1})
     # Width d' of every head (the paper uses 32); a field leaves each layer num_heads * attention_dim wide.
-    attention_dim: int = 16
+    attention_dim: int = field(default=16, metadata={"min": 1})
 
 
 @dataclass(frozen=True)
@@ -131,11 +131,16 @@ class ModelConfig(ModelConfigBase):
     # probability on the validation split equals the observed rate
     # (smt_runtime.training.calibrate_output_bias).
     calibrate: bool = True
+    # Ids seen fewer than min_count times in the training split, and in training a random
+    # share unknown_dropout of the lookups, read their feature's unknown row, so that row
+    # learns what an unseen id predicts (smt_runtime.unknown_ids; 0 and 0.0: off).
+    min_count: int = 3
+    unknown_dropout: float = 0.0
     # Fraction of positive labels of each objective (config order) in the synthetic data
     # (smt_runtime.synthetic); by default geometric from 0.25 (first) to 0.05 (last).
     label_rates: tuple[float, ...] = (0.25,)
     # The synthetic world's structure: crosses, objective correlation, label noise,
-    # dense tails, bag lengths and test shift (see SyntheticSpec).
+    # dense tails, bag lengths, test shift and popularity effect (see SyntheticSpec).
     synthetic: SyntheticSpec = SyntheticSpec(
         crosses=(Cross(fields=("query_tokens", "match_type"), strength=0.6),),
         dense_cross=0.6,
@@ -144,5 +149,6 @@ class ModelConfig(ModelConfigBase):
         dense_tail=1.0,
         bag_lengths=(1, 5),
         test_shift=0.5,
+        popularity_effect=0.0,
     )
     autoint: AutointParams = AutointParams()

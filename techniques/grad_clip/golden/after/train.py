@@ -75,13 +75,11 @@ def build_embedding_optimizer(config: ModelConfig) -> EmbeddingOptimizer:
     """How the embedding tables learn: config.embedding_optimizer, "adagrad" (every weight
     gets a step size of its own; rare ids keep larger steps), "rowwise_adagrad" (one
     step size per row) or "sgd", each fused into backward by TorchRec, or "dense" (the
-    dense optimizer trains the tables), at config.embedding_learning_rate, with
-    config.embedding_regularizer as L2 weight decay of the rows a step updates.
+    dense optimizer trains the tables), at config.embedding_learning_rate
+    (config.embedding_regularizer goes into the loss: smt_runtime.training.regularization).
     """
     return EmbeddingOptimizer(
-        config.embedding_optimizer,
-        config.embedding_learning_rate,
-        config.embedding_regularizer,
+        config.embedding_optimizer, config.embedding_learning_rate
     )
 
 
@@ -101,11 +99,9 @@ def after_backward(model: nn.Module, config: ModelConfig) -> None:
     """Hook: runs after loss.backward() and before the optimizers step (the fused
     embedding tables have already been updated); techniques insert code here.
     """
-    # SMT technique grad_clip 1.1.0: inserts into hook after_backward.
-    dense = [
-        p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse
-    ]
-    torch.nn.utils.clip_grad_norm_(dense, max_norm=config.grad_clip.max_norm)
+    # SMT technique grad_clip 1.1.1: inserts into hook after_backward.
+    with_gradients = [p for p in model.parameters() if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(with_gradients, max_norm=config.grad_clip.max_norm)
 
 
 PARTS = ModelParts(

@@ -77,17 +77,15 @@ def build_embedding_optimizer(config: ModelConfig) -> EmbeddingOptimizer:
     """How the embedding tables learn: config.embedding_optimizer, "adagrad" (every weight
     gets a step size of its own; rare ids keep larger steps), "rowwise_adagrad" (one
     step size per row) or "sgd", each fused into backward by TorchRec, or "dense" (the
-    dense optimizer trains the tables), at config.embedding_learning_rate, with
-    config.embedding_regularizer as L2 weight decay of the rows a step updates.
+    dense optimizer trains the tables), at config.embedding_learning_rate
+    (config.embedding_regularizer goes into the loss: smt_runtime.training.regularization).
     """
     return EmbeddingOptimizer(
-        config.embedding_optimizer,
-        config.embedding_learning_rate,
-        config.embedding_regularizer,
+        config.embedding_optimizer, config.embedding_learning_rate
     )
 
 
-# SMT technique lr_warmup_cosine 1.1.0: adds warmup_cosine_factor.
+# SMT technique lr_warmup_cosine 1.1.1: adds warmup_cosine_factor.
 def warmup_cosine_factor(
     step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float
 ) -> float:
@@ -111,7 +109,7 @@ def warmup_cosine_factor(
     )
 
 
-# SMT technique lr_warmup_cosine 1.1.0: replaces extension point build_lr_schedule.
+# SMT technique lr_warmup_cosine 1.1.1: replaces extension point build_lr_schedule.
 def build_lr_schedule(
     optimizer: torch.optim.Optimizer, config: ModelConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:

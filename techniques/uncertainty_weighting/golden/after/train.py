@@ -72,13 +72,11 @@ def build_embedding_optimizer(config: ModelConfig) -> EmbeddingOptimizer:
     """How the embedding tables learn: config.embedding_optimizer, "adagrad" (every weight
     gets a step size of its own; rare ids keep larger steps), "rowwise_adagrad" (one
     step size per row) or "sgd", each fused into backward by TorchRec, or "dense" (the
-    dense optimizer trains the tables), at config.embedding_learning_rate, with
-    config.embedding_regularizer as L2 weight decay of the rows a step updates.
+    dense optimizer trains the tables), at config.embedding_learning_rate
+    (config.embedding_regularizer goes into the loss: smt_runtime.training.regularization).
     """
     return EmbeddingOptimizer(
-        config.embedding_optimizer,
-        config.embedding_learning_rate,
-        config.embedding_regularizer,
+        config.embedding_optimizer, config.embedding_learning_rate
     )
 
 
