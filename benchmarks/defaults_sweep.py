@@ -31,9 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from generator.testing import import_model  # noqa: E402
+from smt_runtime.training import RunData  # noqa: E402
 
 # name -> hyperparameters changed from the model's spec.
 CANDIDATES: dict[str, dict[str, Any]] = {
+    # Template 0.6.0's start (uniform rows) against FuxiCTR's normal(1e-4) and its regularizers.
+    "uniform init": {"embedding_init_std": None},
+    "init 1e-4": {"embedding_init_std": 1e-4},
+    "init 1e-4 + batch_norm + emb L2 0.05": {"embedding_init_std": 1e-4, "batch_norm": True, "embedding_regularizer": 0.05},
     "adagrad 0.05": {"embedding_optimizer": "adagrad", "embedding_learning_rate": 0.05},
     "adagrad 0.2": {"embedding_optimizer": "adagrad", "embedding_learning_rate": 0.2},
     "adagrad 1.0": {"embedding_optimizer": "adagrad", "embedding_learning_rate": 1.0},
@@ -66,7 +71,7 @@ def run(model: str, seed: int, epochs: int, candidates: dict[str, dict[str, Any]
     """candidate -> ne, auc, calibration (means over objectives), epochs and seconds of one seed."""
     pkg = import_model(REPO / "generated" / model)
     config = replace(pkg.config.ModelConfig(), seed=seed, epochs=epochs)
-    data = pkg.train.RunData.synthetic(config)
+    data = RunData.synthetic(config)
     results = {}
     for name, changes in candidates.items():
         started = time.perf_counter()

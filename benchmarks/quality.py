@@ -1,42 +1,60 @@
 """Quality benchmark: the plain template, each technique and FuxiCTR's DNN against the Bayes optimum.
 
     pip install -e '.[bench]'
-    python benchmarks/quality.py [--quick] [--worlds crossed,...] [--techniques all|none|a,b]
-                                 [--seed 0] [--threads 1] [--json out.json]
+    python benchmarks/quality.py [--quick] [--worlds crossed,frappe_like,...] [--techniques all|none|a,b]
+                                 [--seeds 0,1,2] [--threads 1] [--json out.json]
 
 The data. Each world is a synthetic ranking problem written as Parquet train/valid/test
 files by this script (not by the generated package, so the benchmark does not move when the
-template's own synthetic data changes). Five single-valued sparse features with power-law
-id frequencies and two heavy-tailed dense counters; every objective's logit is
+template's own synthetic data changes), with labels drawn from known probabilities, so the
+Bayes-optimal logloss and AUC of a split are exact: the true probabilities scored on its labels.
 
-    intercept_t + sum_f effect_t,f[id_f] + sum_j w_t,j * log1p(counter_j)
-                + cross * (<u_t[user], v_t[category]> + c_t[hour, device])
+- additive, crossed, crossed_correlated: five single-valued sparse features with power-law id
+  frequencies (20,000 users: few examples per id) and two heavy-tailed dense counters; every
+  objective's logit is
 
-where the cross terms are feature crosses no sum of per-feature effects can express (a
-low-rank user x category term and a full hour x device table). Objectives share part of
-every effect (correlation `shared`); intercepts are fitted to the target positive rates.
-Labels are Bernoulli draws of the true probabilities, so the Bayes-optimal logloss of a
-split is known exactly: the true probabilities scored on that split's labels.
+      intercept_t + sum_f effect_t,f[id_f] + sum_j w_t,j * log1p(counter_j)
+                  + cross * (<u_t[user], v_t[category]> + c_t[hour, device])
 
-Ours. For the plain template and for each technique alone (default params; a technique
-whose preconditions the world does not meet is reported as n/a), a model is rendered from
-the world's spec with the real pipeline and trained through its own command line,
-`python -m MODEL train --train --valid --test` with its training defaults, validating once
-per epoch with early stopping (up to --max-epochs epochs: `--epochs` where the generated
-CLI has it, else the equivalent `--steps`); the test logloss is read from metrics.json.
+  where the cross terms are feature crosses no sum of per-feature effects can express (a
+  low-rank user x category term and a full hour x device table). Objectives share part of
+  every effect (correlation `shared`); intercepts are fitted to the target positive rates.
+- frappe_like: the size and structure of the public 10-field app-usage CTR set (Frappe, as in
+  the BARS benchmark): 288,609 rows in all (202,027 / 57,722 / 28,860), 1,000 users, 5,000
+  items and eight small context and attribute fields (daytime, weekday, isweekend, homework,
+  cost, weather, country, city), so every user has about 200 training rows and the label is
+  almost decided by dense user x item x context interactions. Each row is a logged use with
+  probability 1/3, its item drawn from the user's own preferences in that context (a softmax
+  over items of item popularity + <p_user * (1 + r_context), q_item> + <s_context, q_item>),
+  or a sampled negative with probability 2/3, its item drawn uniformly, as that set was built.
+  The true probability of a row is the posterior of "logged use" given its fields.
+
+Ours. The plain template at its defaults, the plain template at the DNN's settings (the
+peer's settings below as `--set` overrides: embedding_dim, over_arch_layers = the DNN's hidden
+units, tower_layers [], dropout, batch_norm, batch_size, learning_rate, embedding_regularizer,
+monitor auc), and each technique alone (default params; a technique whose preconditions the
+world does not meet is reported as n/a), rendered from the world's spec with the real pipeline
+and trained through the generated command line, `python -m MODEL train --train --valid --test`,
+validating once per epoch with early stopping, for the template's default epochs (or
+--max-epochs); the test metrics come from metrics.json.
 
 Peer. FuxiCTR's DNN (the model zoo's DNN: FeatureEmbedding, then MLP_Block to one sigmoid
-output, built here from the fuxictr package's layers and BaseModel) with the training
-settings of FuxiCTR's DNN_default config (Adam at 1e-3, early stopping with patience 2 on
-validation AUC - logloss every epoch, learning rate x0.1 on a plateau, gradient norm clipped
-at 10, best weights restored) plus an L2 embedding regularizer (--peer-embedding-regularizer).
-The dataset-dependent settings are matched to ours: the same embedding widths, MLP widths
-(ours' over arch and tower), batch size and epoch budget. FuxiCTR's DNN is single-task, so in
-a world with several objectives one peer is trained per objective.
+output, built here from the fuxictr package's layers and BaseModel: Adam on every parameter,
+embeddings initialised normal with std 1e-4, the embedding regularizer on whole tables,
+gradient norm clipped at 10, learning rate x0.1 on a plateau, early stopping after 2
+validations without a better monitored value, best weights restored), trained by its own
+BaseModel.fit. Settings: on frappe_like, the BARS leaderboard's DNN settings for that set
+(embedding 10, MLP [400, 400, 400] with batch norm and dropout 0.2, batch 4096, Adam 1e-3,
+embedding L2 0.05, monitor AUC, at most 100 epochs); on the other worlds FuxiCTR's DNN_default
+(Adam 1e-3, monitor AUC - logloss) with the dataset-dependent settings matched to ours
+(embedding widths, MLP widths = ours' over arch and tower, batch size) and an L2 embedding
+regularizer of --peer-embedding-regularizer. FuxiCTR's DNN is single-task, so in a world
+with several objectives one peer is trained per objective.
 
-Printed: per world and objective, the test logloss of each model and its gap to the
-Bayes-optimal logloss (absolute, and relative to the constant prediction's gap), and
-whether the plain template is at least as good as FuxiCTR's DNN.
+Printed: per world and objective, each model's test logloss and AUC (mean and standard
+deviation over --seeds), its logloss gap to the Bayes optimum (absolute, and relative to the
+constant prediction's gap), and whether the plain template, at its defaults and at the DNN's
+settings, is at least as good as FuxiCTR's DNN (mean logloss no higher and mean AUC no lower).
 """
 
 from __future__ import annotations
@@ -48,11 +66,12 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +87,12 @@ from generator.engine.errors import SmtError  # noqa: E402
 from generator.render import render_model  # noqa: E402
 from generator.sync import write_tree  # noqa: E402
 
-# (name, cardinality, embedding_dim); all single-valued.
-SPARSE_FEATURES = [("user", 20000, 16), ("item", 5000, 16), ("category", 200, 8), ("hour", 24, 4), ("device", 8, 4)]
+Feature = tuple[str, int, int]  # (name, cardinality, embedding_dim); all single-valued
+
+# The per-id worlds: their features and the strength of their effects.
+SPARSE_FEATURES: list[Feature] = [
+    ("user", 20000, 16), ("item", 5000, 16), ("category", 200, 8), ("hour", 24, 4), ("device", 8, 4)
+]  # fmt: skip
 DENSE_FEATURES = ["price", "item_age_days"]
 ZIPF_EXPONENT = 1.1
 EFFECT_STD = 1.6  # logit std of all per-id effects together
@@ -78,23 +101,180 @@ CROSS_RANK = 4
 
 
 @dataclass(frozen=True)
+class DnnSettings:
+    """FuxiCTR's DNN settings on a world; ours "at the DNN's settings" get the same through --set.
+
+    Attributes:
+        embedding_dim: width of every embedding.
+        hidden_units: the MLP's widths (ours: over_arch_layers, with no tower layers).
+        dropout, batch_norm: after every hidden Linear.
+        batch_size, learning_rate: Adam's (ours: the dense optimizer's).
+        embedding_regularizer: L2 of the embeddings (FuxiCTR: whole tables, lambda / 2 * |W|^2).
+        monitor: FuxiCTR's monitored validation value (ours: monitor=auc either way).
+        epochs: most epochs (early stopping ends sooner).
+        embedding_init_std: std of FuxiCTR's normal embedding initialisation.
+        max_gradient_norm: FuxiCTR's gradient norm clip.
+    """
+
+    embedding_dim: int
+    hidden_units: tuple[int, ...]
+    dropout: float
+    batch_norm: bool
+    batch_size: int
+    learning_rate: float
+    embedding_regularizer: float
+    monitor: Any = "AUC"
+    epochs: int = 100
+    embedding_init_std: float = 1e-4
+    max_gradient_norm: float = 10.0
+
+    def ours(self) -> list[str]:
+        """The same settings as --set assignments of the template's hyperparameters."""
+        return [
+            f"embedding_dim={self.embedding_dim}",
+            f"over_arch_layers={json.dumps(list(self.hidden_units))}",
+            "tower_layers=[]",
+            f"dropout={self.dropout}",
+            f"batch_norm={json.dumps(self.batch_norm)}",
+            f"batch_size={self.batch_size}",
+            f"learning_rate={self.learning_rate}",
+            f"embedding_regularizer={self.embedding_regularizer}",
+            "monitor=auc",
+        ]
+
+    def with_assignments(self, assignments: list[str]) -> "DnnSettings":
+        """These settings changed by KEY=VALUE assignments (--peer-set), VALUE as JSON."""
+        names = {field.name for field in fields(self)}
+        changes = {}
+        for assignment in assignments:
+            key, _, text = assignment.partition("=")
+            if key not in names:
+                raise SystemExit(
+                    f"--peer-set {assignment}: use KEY=VALUE with KEY one of {', '.join(sorted(names))}"
+                )
+            value = json.loads(text)
+            changes[key] = tuple(value) if isinstance(value, list) else value
+        return replace(self, **changes)
+
+
+# The BARS leaderboard's DNN on the public 10-field app-usage set (DNN_frappe_x1).
+LEADERBOARD_DNN = DnnSettings(
+    embedding_dim=10,
+    hidden_units=(400, 400, 400),
+    dropout=0.2,
+    batch_norm=True,
+    batch_size=4096,
+    learning_rate=1e-3,
+    embedding_regularizer=0.05,
+    monitor="AUC",
+)
+
+
+@dataclass(frozen=True)
 class World:
-    """One synthetic problem: its objectives (name, positive rate), cross strength and sharing."""
+    """A per-id world: its objectives (name, positive rate), cross strength and sharing."""
 
     name: str
     objectives: tuple[tuple[str, float], ...]
     cross: float  # logit std of each of the two cross terms
     shared: float = 0.6  # share of every effect's variance common to all objectives
+    sparse_features: tuple[Feature, ...] = tuple(SPARSE_FEATURES)
+    dense_features: tuple[str, ...] = tuple(DENSE_FEATURES)
+    sizes: tuple[int, int, int] | None = None  # train, valid, test (None: the command line's)
 
     def describe(self) -> str:
         rates = ", ".join(f"{name} {rate:.0%}" for name, rate in self.objectives)
         return f"{self.name}: objectives {rates}; cross std {self.cross}; shared {self.shared}"
 
+    def truth(self, seed: int) -> "TrueModel":
+        return TrueModel(self, seed)
 
-WORLDS = {
+    def dnn_settings(self, ours_config: dict[str, Any], args: argparse.Namespace) -> DnnSettings:
+        """DNN_default, with the dataset-dependent settings matched to ours' defaults."""
+        return DnnSettings(
+            embedding_dim=ours_config["embedding_dim"],
+            hidden_units=(*ours_config["over_arch_layers"], *ours_config["tower_layers"]),
+            dropout=0.0,
+            batch_norm=False,
+            batch_size=args.batch_size,
+            learning_rate=1e-3,
+            embedding_regularizer=args.peer_embedding_regularizer,
+            monitor={"AUC": 1, "logloss": -1},
+        )
+
+    def spec_hyperparameters(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"batch_size": args.batch_size}
+
+    def peer_dims(self, settings: DnnSettings) -> dict[str, int]:
+        """Embedding width of each feature in the peer: the spec's (ours' tables)."""
+        return {name: dim for name, _, dim in self.sparse_features}
+
+
+@dataclass(frozen=True)
+class ContextWorld:
+    """A world of many examples per id whose label is decided by user x item x context
+    interactions, shaped like the public 10-field app-usage set (see the module docstring).
+
+    Attributes:
+        rank: rank of the user x item preference.
+        preference_std: logit std of <p_user, q_item>.
+        context_std: std of each user-preference multiplier r_context (all fields together).
+        item_context_std: logit std of <s_context, q_item> (items that suit a context).
+        popularity_exponent: an item's preference falls with its popularity rank as
+            rank ** -exponent.
+        embedding_dim: every feature's embedding width in the spec.
+    """
+
+    name: str
+    objectives: tuple[tuple[str, float], ...] = (("click", 1 / 3),)
+    users: int = 1000
+    items: int = 5000
+    rank: int = 8
+    preference_std: float = 2.5
+    context_std: float = 1.0
+    item_context_std: float = 0.5
+    popularity_exponent: float = 1.0
+    embedding_dim: int = 10
+    sizes: tuple[int, int, int] | None = (202_027, 57_722, 28_860)
+    dense_features: tuple[str, ...] = ()
+
+    # (field, cardinality) of the context fields drawn per row; isweekend follows weekday.
+    CONTEXT = (("daytime", 7), ("weekday", 7), ("homework", 3), ("weather", 9))
+    COUNTRIES, CITIES, PAID_SHARE = 80, 233, 0.1
+
+    @property
+    def sparse_features(self) -> tuple[Feature, ...]:
+        cards = {
+            "user": self.users, "item": self.items, "daytime": 7, "weekday": 7, "isweekend": 2,
+            "homework": 3, "cost": 2, "weather": 9, "country": self.COUNTRIES, "city": self.CITIES,
+        }  # fmt: skip
+        return tuple((name, card, self.embedding_dim) for name, card in cards.items())
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: objective click {self.objectives[0][1]:.0%}; {self.users:,} users, {self.items:,} items,"
+            f" 8 context fields; preference rank {self.rank}, std {self.preference_std}, context x {self.context_std},"
+            f" item x context {self.item_context_std}"
+        )
+
+    def truth(self, seed: int) -> "ContextTruth":
+        return ContextTruth(self, seed)
+
+    def dnn_settings(self, ours_config: dict[str, Any], args: argparse.Namespace) -> DnnSettings:
+        return LEADERBOARD_DNN
+
+    def spec_hyperparameters(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {}  # the template's defaults
+
+    def peer_dims(self, settings: DnnSettings) -> dict[str, int]:
+        return {name: settings.embedding_dim for name, _, _ in self.sparse_features}
+
+
+WORLDS: dict[str, World | ContextWorld] = {
     "additive": World("additive", (("click", 0.2),), cross=0.0),
     "crossed": World("crossed", (("click", 0.2),), cross=1.0),
     "crossed_correlated": World("crossed_correlated", (("click", 0.2), ("convert", 0.05)), cross=1.0),
+    "frappe_like": ContextWorld("frappe_like"),
 }
 
 
@@ -163,9 +343,13 @@ class TrueModel:
         """rows labelled examples (a Parquet-ready table) and their true probabilities (rows X T)."""
         rng = np.random.default_rng([seed, 11])
         features, dense = self.draw_features(rows, rng)
-        probabilities = 1.0 / (1.0 + np.exp(-(self.logits_without_intercept(features, dense) + self.intercepts)))
+        probabilities = 1.0 / (
+            1.0 + np.exp(-(self.logits_without_intercept(features, dense) + self.intercepts))
+        )
         labels = (rng.random(probabilities.shape) < probabilities).astype(np.float32)
-        columns: dict[str, Any] = {name: pa.array(features[name].astype(np.int64)) for name, _, _ in SPARSE_FEATURES}
+        columns: dict[str, Any] = {
+            name: pa.array(features[name].astype(np.int64)) for name, _, _ in SPARSE_FEATURES
+        }
         for j, name in enumerate(DENSE_FEATURES):
             columns[name] = pa.array(dense[:, j].astype(np.float32))
         for task, (name, _) in enumerate(self.world.objectives):
@@ -185,14 +369,119 @@ def _intercept_for_rate(logits: np.ndarray, rate: float) -> float:
     return (low + high) / 2
 
 
+class ContextTruth:
+    """The hidden parameters of a ContextWorld and its sampler.
+
+    A row: a user (activity power-law), the user's city and country, a context (daytime,
+    weekday, isweekend, homework, weather), then a label y ~ Bernoulli(1/3); for y = 1 the
+    item is drawn from the user's preferences in that context,
+
+        P(item | user, context, y=1) = softmax over items of
+            a_item + <p_user * (1 + r_context), q_item> + <s_context, q_item>,
+
+    (a_item falls with the item's popularity rank, paid items less used), for y = 0 uniformly
+    over items. The true probability of a row is P(y = 1 | user, context, item), by Bayes:
+    its log-odds are log(1/2) + log P(item | user, context, y=1) + log(items).
+    """
+
+    CHUNK = 2048  # rows whose item scores are computed at once (CHUNK X items floats)
+
+    def __init__(self, world: ContextWorld, seed: int) -> None:
+        rng = np.random.default_rng([seed, 13])
+        self.world = world
+        users, items, rank = world.users, world.items, world.rank
+        self.user_activity = _zipf(rng, users, 0.8)
+        self.city_of_user = rng.choice(world.CITIES, size=users, p=_zipf(rng, world.CITIES, 1.0))
+        self.country_of_city = rng.choice(
+            world.COUNTRIES, size=world.CITIES, p=_zipf(rng, world.COUNTRIES, 1.0)
+        )
+        self.paid = (rng.random(items) < world.PAID_SHARE).astype(np.int64)
+        popularity_rank = rng.permutation(items) + 1
+        self.item_bias = -world.popularity_exponent * np.log(popularity_rank) - 1.0 * self.paid
+        self.user_factors = rng.normal(0, world.preference_std / math.sqrt(rank), (users, rank))
+        self.item_factors = rng.normal(0, 1, (items, rank))
+        per_field = 1 / math.sqrt(len(world.CONTEXT))
+        self.context_user = {
+            f: rng.normal(0, world.context_std * per_field, (c, rank)) for f, c in world.CONTEXT
+        }
+        self.context_item = {
+            f: rng.normal(0, world.item_context_std * per_field / math.sqrt(rank), (c, rank))
+            for f, c in world.CONTEXT
+        }
+        self.daytime_rates = rng.dirichlet(np.full(7, 4.0))
+        self.weather_rates = rng.dirichlet(np.full(9, 1.0))
+        # homework (home, work, unknown) given isweekend
+        self.homework_rates = np.array([[0.45, 0.35, 0.20], [0.75, 0.05, 0.20]])
+
+    def sample(self, rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:
+        """rows labelled examples (a Parquet-ready table) and their true probabilities (rows X 1)."""
+        world = self.world
+        rng = np.random.default_rng([seed, 17])
+        user = rng.choice(world.users, size=rows, p=self.user_activity)
+        weekday = rng.integers(0, 7, rows)
+        weekend = (weekday >= 5).astype(np.int64)
+        context = {
+            "daytime": rng.choice(7, size=rows, p=self.daytime_rates),
+            "weekday": weekday,
+            "homework": (rng.random((rows, 1)) > np.cumsum(self.homework_rates[weekend], axis=1)).sum(axis=1),
+            "weather": rng.choice(9, size=rows, p=self.weather_rates),
+        }
+        label = rng.random(rows) < world.objectives[0][1]
+        item = rng.integers(0, world.items, rows)  # negatives; positives are redrawn below
+        log_odds = np.empty(rows)
+        factors = self.item_factors.T.astype(np.float32)
+        for start in range(0, rows, self.CHUNK):
+            part = slice(start, start + self.CHUNK)
+            shift = sum(self.context_user[f][context[f][part]] for f, _ in world.CONTEXT)
+            suit = sum(self.context_item[f][context[f][part]] for f, _ in world.CONTEXT)
+            left = (self.user_factors[user[part]] * (1 + shift) + suit).astype(np.float32)
+            scores = left @ factors + self.item_bias.astype(np.float32)  # chunk X items
+            top = scores.max(axis=1, keepdims=True)
+            weights = np.exp(scores - top)
+            total = weights.sum(axis=1, dtype=np.float64)
+            positives = np.flatnonzero(label[part])
+            if len(positives):
+                cumulative = np.cumsum(weights[positives], axis=1, dtype=np.float64)
+                draw = rng.random(len(positives)) * cumulative[:, -1]
+                item[start + positives] = np.minimum(
+                    (cumulative < draw[:, None]).sum(axis=1), world.items - 1
+                )
+            chosen = scores[np.arange(len(scores)), item[part]] - top[:, 0]
+            log_odds[part] = math.log(0.5) + chosen - np.log(total) + math.log(world.items)
+        probabilities = 1.0 / (1.0 + np.exp(-log_odds))
+        city = self.city_of_user[user]
+        columns = {
+            "user": user, "item": item, "daytime": context["daytime"], "weekday": weekday, "isweekend": weekend,
+            "homework": context["homework"], "cost": self.paid[item], "weather": context["weather"],
+            "country": self.country_of_city[city], "city": city,
+        }  # fmt: skip
+        table = {name: pa.array(np.asarray(values, dtype=np.int64)) for name, values in columns.items()}
+        table[f"label_{world.objectives[0][0]}"] = pa.array(label.astype(np.float32))
+        return pa.table(table), probabilities[:, None]
+
+
+def _zipf(rng: np.random.Generator, size: int, exponent: float) -> np.ndarray:
+    """Power-law probabilities over size ids in a random order."""
+    weights = (rng.permutation(size) + 1.0) ** -exponent
+    return weights / weights.sum()
+
+
 def logloss(probabilities: np.ndarray, labels: np.ndarray) -> float:
     p = np.clip(probabilities, 1e-7, 1 - 1e-7)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def write_world(world: World, sizes: dict[str, int], seed: int, directory: Path) -> dict[str, Any]:
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def write_world(
+    world: World | ContextWorld, sizes: dict[str, int], seed: int, directory: Path
+) -> dict[str, Any]:
     """Write train/valid/test.parquet of a world; returns the splits' paths and test optimum."""
-    truth = TrueModel(world, seed)
+    truth = world.truth(seed)
     directory.mkdir(parents=True, exist_ok=True)
     paths, optimum = {}, {}
     for offset, (split, rows) in enumerate(sizes.items()):
@@ -205,6 +494,7 @@ def write_world(world: World, sizes: dict[str, int], seed: int, directory: Path)
                 rate = float(labels.mean())
                 optimum[name] = {
                     "bayes_logloss": logloss(probabilities[:, task], labels),
+                    "bayes_auc": auc(probabilities[:, task], labels),
                     "constant_logloss": logloss(np.full(len(labels), rate), labels),
                     "base_rate": rate,
                 }
@@ -215,20 +505,21 @@ def write_world(world: World, sizes: dict[str, int], seed: int, directory: Path)
 # Ours: rendered models trained through their own command line
 
 
-def spec_for(world: World, techniques: list[str], batch_size: int, steps_per_epoch: int) -> dict[str, Any]:
+def spec_for(world: World | ContextWorld, techniques: list[str], args: argparse.Namespace) -> dict[str, Any]:
     name = f"quality_{world.name}_{'_'.join(techniques) or 'plain'}"
     return {
         "model_name": name,
         "description": f"Quality benchmark model ({world.name}; {', '.join(techniques) or 'plain template'}).",
         "objectives": [{"name": objective, "weight": 1.0} for objective, _ in world.objectives],
         "sparse_features": [
-            {"name": n, "cardinality": c, "embedding_dim": d, "multi_valued": False} for n, c, d in SPARSE_FEATURES
+            {"name": n, "cardinality": c, "embedding_dim": d, "multi_valued": False}
+            for n, c, d in world.sparse_features
         ],
-        "dense_features": [{"name": n} for n in DENSE_FEATURES],
+        "dense_features": [{"name": n} for n in world.dense_features],
         "serving": {"max_params": 10_000_000, "max_mflops_per_example": 10.0},
         "techniques": [{"name": t} for t in techniques],
-        # Validation once per epoch, as FuxiCTR does; every other hyperparameter is the template's default.
-        "hyperparameters": {"batch_size": batch_size, "eval_every": steps_per_epoch},
+        # Every other hyperparameter is the template's default (validation once per epoch).
+        "hyperparameters": world.spec_hyperparameters(args),
     }
 
 
@@ -239,20 +530,22 @@ def render(spec: dict[str, Any], directory: Path) -> Path:
     return target
 
 
-def train_ours(model_dir: Path, paths: dict[str, Path], max_epochs: int, steps_per_epoch: int, seed: int, threads: int) -> dict[str, Any]:
-    """Train a rendered model through `python -m MODEL train`; returns its metrics.json."""
+def train_ours(
+    model_dir: Path,
+    paths: dict[str, Path],
+    label: str,
+    assignments: list[str],
+    args: argparse.Namespace,
+    seed: int,
+) -> dict[str, Any]:
+    """Train a rendered model through `python -m MODEL train` with --set assignments; its metrics.json."""
     name = model_dir.name
-    env = {**os.environ, "PYTHONPATH": str(model_dir), "OMP_NUM_THREADS": str(threads)}
-    help_text = subprocess.run(
-        [sys.executable, "-m", name, "train", "--help"], cwd=model_dir, env=env, capture_output=True, text=True
-    ).stdout
-    # Keep working when the CLI counts epochs itself; until then, the same budget in steps.
-    budget = ["--epochs", str(max_epochs)] if "--epochs" in help_text else ["--steps", str(max_epochs * steps_per_epoch)]
-    if "--threads" in help_text:
-        budget += ["--threads", str(threads)]
-    run_dir = model_dir / "runs" / f"seed{seed}"
+    env = {**os.environ, "PYTHONPATH": str(model_dir), "OMP_NUM_THREADS": str(args.threads)}
+    run_dir = model_dir / "runs" / f"{label.replace(' ', '_').replace(',', '')}-seed{seed}"
+    budget = [] if args.max_epochs is None else ["--epochs", str(args.max_epochs)]
     command = [
-        sys.executable, "-m", name, "train", *budget, f"--seed={seed}", f"--run-dir={run_dir}", "--no-progress",
+        sys.executable, "-m", name, "train", *budget, "--threads", str(args.threads), f"--seed={seed}",
+        f"--run-dir={run_dir}", "--no-progress", *(f"--set={a}" for a in assignments),
         f"--train={paths['train']}", f"--valid={paths['valid']}", f"--test={paths['test']}",
     ]  # fmt: skip
     start = time.perf_counter()
@@ -261,6 +554,7 @@ def train_ours(model_dir: Path, paths: dict[str, Path], max_epochs: int, steps_p
         raise RuntimeError(f"{name}: {' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     saved = json.loads((run_dir / "metrics.json").read_text())
     saved["wall_seconds"] = time.perf_counter() - start
+    saved["command"] = " ".join(shlex.quote(part) for part in command[1:])
     return saved
 
 
@@ -268,7 +562,9 @@ def train_ours(model_dir: Path, paths: dict[str, Path], max_epochs: int, steps_p
 # The peer: FuxiCTR's DNN
 
 
-def build_peer_dnn(workdir: Path, label: str, hidden_units: list[int], regularizer: float, seed: int) -> Any:
+def build_peer_dnn(
+    world: World | ContextWorld, workdir: Path, label: str, settings: DnnSettings, seed: int
+) -> Any:
     import torch
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
@@ -280,10 +576,13 @@ def build_peer_dnn(workdir: Path, label: str, hidden_units: list[int], regulariz
 
         def __init__(self, feature_map, model_id="DNN", gpu=-1, learning_rate=1e-3, embedding_dim=10,
                      hidden_units=[64, 64, 64], hidden_activations="ReLU", net_dropout=0, batch_norm=False,
-                     embedding_regularizer=None, net_regularizer=None, **kwargs):  # fmt: skip
+                     embedding_regularizer=None, net_regularizer=None,
+                     embedding_initializer="partial(nn.init.normal_, std=1e-4)", **kwargs):  # fmt: skip
             super().__init__(feature_map, model_id=model_id, gpu=gpu, embedding_regularizer=embedding_regularizer,
                              net_regularizer=net_regularizer, **kwargs)  # fmt: skip
-            self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+            self.embedding_layer = FeatureEmbedding(
+                feature_map, embedding_dim, embedding_initializer=embedding_initializer
+            )
             self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1, hidden_units=hidden_units,
                                  hidden_activations=hidden_activations, output_activation=self.output_activation,
                                  dropout_rates=net_dropout, batch_norm=batch_norm)  # fmt: skip
@@ -296,35 +595,41 @@ def build_peer_dnn(workdir: Path, label: str, hidden_units: list[int], regulariz
             feature_emb = self.embedding_layer(X, flatten_emb=True)
             return {"y_pred": self.mlp(feature_emb)}
 
+    dims = world.peer_dims(settings)
     features = [
-        {n: {"source": "", "type": "categorical", "vocab_size": c, "embedding_dim": d}} for n, c, d in SPARSE_FEATURES
-    ] + [{n: {"source": "", "type": "numeric", "embedding_dim": 16}} for n in DENSE_FEATURES]
+        {n: {"source": "", "type": "categorical", "vocab_size": c, "embedding_dim": dims[n]}}
+        for n, c, _ in world.sparse_features
+    ] + [
+        {n: {"source": "", "type": "numeric", "embedding_dim": settings.embedding_dim}}
+        for n in world.dense_features
+    ]
     spec = {
         "dataset_id": "smt_quality",
         "num_fields": len(features),
-        "total_features": sum(c for _, c, _ in SPARSE_FEATURES) + len(DENSE_FEATURES),
+        "total_features": sum(c for _, c, _ in world.sparse_features) + len(world.dense_features),
         "input_length": len(features),
         "labels": [label],
         "features": features,
     }
     (workdir / "feature_map.json").write_text(json.dumps(spec))
     feature_map = FeatureMap("smt_quality", str(workdir))
-    feature_map.load(str(workdir / "feature_map.json"), params={"embedding_dim": 16})
+    feature_map.load(str(workdir / "feature_map.json"), params={"embedding_dim": settings.embedding_dim})
     seed_everything(seed)
     torch.manual_seed(seed)
     return DNN(
         feature_map,
-        learning_rate=1e-3,  # DNN_default
-        embedding_dim=16,
-        hidden_units=hidden_units,
-        net_dropout=0,
-        batch_norm=False,
-        embedding_regularizer=regularizer,
+        learning_rate=settings.learning_rate,
+        embedding_dim=settings.embedding_dim,
+        hidden_units=list(settings.hidden_units),
+        net_dropout=settings.dropout,
+        batch_norm=settings.batch_norm,
+        embedding_regularizer=float(settings.embedding_regularizer),
+        embedding_initializer=f"partial(nn.init.normal_, std={settings.embedding_init_std!r})",
         net_regularizer=0,
         optimizer="adam",
         loss="binary_crossentropy",
         metrics=["logloss", "AUC"],
-        monitor={"AUC": 1, "logloss": -1},
+        monitor=settings.monitor,
         monitor_mode="max",
         early_stop_patience=2,
         reduce_lr_on_plateau=True,
@@ -338,11 +643,23 @@ class PeerBatches:
     """FuxiCTR's batch dicts (feature name -> tensor, label -> labels) of a table, as its
     DataLoader yields them: len() batches, reshuffled every epoch when shuffle is set."""
 
-    def __init__(self, table: pa.Table, label: str, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        world: World | ContextWorld,
+        label: str,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+    ) -> None:
         import torch
 
-        self.columns = {n: torch.from_numpy(table.column(n).to_numpy().copy()) for n, _, _ in SPARSE_FEATURES}
-        self.columns.update({n: torch.from_numpy(table.column(n).to_numpy().astype(np.float32)) for n in DENSE_FEATURES})
+        self.columns = {
+            n: torch.from_numpy(table.column(n).to_numpy().copy()) for n, _, _ in world.sparse_features
+        }
+        self.columns.update(
+            {n: torch.from_numpy(table.column(n).to_numpy().astype(np.float32)) for n in world.dense_features}
+        )
         self.columns[label] = torch.from_numpy(table.column(label).to_numpy().astype(np.float32))
         self.rows, self.batch_size, self.shuffle = table.num_rows, batch_size, shuffle
         self.rng = np.random.default_rng(seed)
@@ -359,8 +676,11 @@ class PeerBatches:
             yield {name: values[index] for name, values in self.columns.items()}
 
 
-def train_peer(paths: dict[str, Path], objective: str, args: argparse.Namespace, hidden_units: list[int], batch_size: int, workdir: Path) -> dict[str, Any]:
-    """FuxiCTR's DNN trained by BaseModel.fit on one objective; its test logloss."""
+def train_peer(
+    world: World | ContextWorld, paths: dict[str, Path], objective: str, settings: DnnSettings,
+    args: argparse.Namespace, seed: int, workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """FuxiCTR's DNN trained by BaseModel.fit on one objective; its test logloss and AUC."""
     import logging
 
     import torch
@@ -369,22 +689,36 @@ def train_peer(paths: dict[str, Path], objective: str, args: argparse.Namespace,
     label = f"label_{objective}"
     tables = {split: pq.read_table(path) for split, path in paths.items()}
     (workdir / "smt_quality").mkdir(parents=True, exist_ok=True)  # where BaseModel.fit keeps its best weights
-    model = build_peer_dnn(workdir, label, hidden_units, args.peer_embedding_regularizer, args.seed)
-    train_batches = PeerBatches(tables["train"], label, batch_size, shuffle=True, seed=args.seed)
-    valid_batches = PeerBatches(tables["valid"], label, batch_size, shuffle=False, seed=0)
+    model = build_peer_dnn(world, workdir, label, settings, seed)
+    train_batches = PeerBatches(tables["train"], world, label, settings.batch_size, shuffle=True, seed=seed)
+    valid_batches = PeerBatches(tables["valid"], world, label, settings.batch_size, shuffle=False, seed=0)
+    epochs = settings.epochs if args.max_epochs is None else min(settings.epochs, args.max_epochs)
     start = time.perf_counter()
-    model.fit(train_batches, epochs=args.max_epochs, validation_data=valid_batches, max_gradient_norm=10.0)
+    model.fit(
+        train_batches,
+        epochs=epochs,
+        validation_data=valid_batches,
+        max_gradient_norm=settings.max_gradient_norm,
+    )
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        test_batches = PeerBatches(tables["test"], label, 4096, shuffle=False, seed=0)
+        test_batches = PeerBatches(tables["test"], world, label, 4096, shuffle=False, seed=0)
         predictions = torch.cat([model(b)["y_pred"][:, 0] for b in test_batches]).double().numpy()
     labels = tables["test"].column(label).to_numpy()
-    return {"logloss": logloss(predictions, labels), "epochs": model._epoch_index + 1, "wall_seconds": seconds}
+    return {
+        "logloss": logloss(predictions, labels),
+        "auc": auc(predictions, labels),
+        "epochs": model._epoch_index + 1,
+        "wall_seconds": seconds,
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # Running and reporting
+
+DEFAULTS, DNN_SETTINGS, PEER = "plain template", "plain template, DNN settings", "FuxiCTR DNN"
+VARIANTS = {"defaults": DEFAULTS, "dnn": DNN_SETTINGS}
 
 
 def available_techniques() -> list[str]:
@@ -415,10 +749,114 @@ def progress(message: str) -> None:
     print(f"[quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def world_sizes(world: World | ContextWorld, args: argparse.Namespace) -> dict[str, int]:
+    """Rows of each split: the command line's when given, else the world's own (or 200,000 / 50,000)."""
+    train, valid, test = world.sizes or (200_000, 50_000, 50_000)
+    if args.train_examples is not None:
+        train = args.train_examples
+    if args.eval_examples is not None:
+        valid = test = args.eval_examples
+    return {"train": train, "valid": valid, "test": test}
+
+
+def run_world(
+    world: World | ContextWorld, techniques: list[str], seed: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """Every model of one world on one seed: the splits' optimum and each model's test metrics."""
+    sizes = world_sizes(world, args)
+    progress(f"{world.describe()}: seed {seed}, writing {sizes} examples")
+    data = write_world(world, sizes, seed, workdir / f"seed{seed}" / "data")
+    rows: dict[str, Any] = {}
+    config: dict[str, Any] | None = None
+    plans: list[tuple[str, str | None]] = [(VARIANTS[variant], None) for variant in args.ours.split(",")]
+    plans += [(technique, technique) for technique in techniques]
+    for label, technique in plans:
+        spec = spec_for(world, [technique] if technique else [], args)
+        try:
+            model_dir = workdir / spec["model_name"]
+            if not model_dir.exists():
+                model_dir = render(spec, workdir)
+        except SmtError as error:  # a precondition this world does not meet
+            rows[label] = {"n/a": str(error).splitlines()[0]}
+            progress(f"  {label}: n/a ({rows[label]['n/a']})")
+            continue
+        if label == DNN_SETTINGS:
+            if config is None:  # the DNN's settings may depend on ours' defaults (matched widths)
+                config = render_config(model_dir)
+            assignments = world.dnn_settings(config, args).ours() + args.set
+        else:
+            assignments = list(args.set)
+        progress(f"  training {label}" + (f" (--set {' '.join(assignments)})" if assignments else ""))
+        saved = train_ours(model_dir, data["paths"], label, assignments, args, seed)
+        if label == DEFAULTS:
+            config = saved["config"]
+        test = saved["metrics"]["test"]
+        rows[label] = {
+            "test": {o: {"logloss": test[o]["logloss"], "auc": test[o]["auc"]} for o, _ in world.objectives},
+            "epochs": saved["epochs"],
+            "best_step": saved.get("best_step"),
+            "wall_seconds": saved["wall_seconds"],
+            "command": saved["command"],
+        }
+        progress(
+            f"    {_brief(rows[label], world)}; {saved['epochs']:g} epochs, {saved['wall_seconds']:.0f} s"
+        )
+    if not args.no_peer:
+        if config is None:
+            config = render_config(render(spec_for(world, [], args), workdir))
+        settings = world.dnn_settings(config, args).with_assignments(args.peer_set)
+        peer: dict[str, Any] = {}
+        for objective, _ in world.objectives:
+            progress(f"  training {PEER} on {objective} ({_settings_text(settings)})")
+            peer[objective] = train_peer(
+                world,
+                data["paths"],
+                objective,
+                settings,
+                args,
+                seed,
+                workdir / f"seed{seed}" / f"peer_{objective}",
+            )
+        rows[PEER] = {
+            "test": {o: {"logloss": r["logloss"], "auc": r["auc"]} for o, r in peer.items()},
+            "epochs": max(r["epochs"] for r in peer.values()),
+            "wall_seconds": sum(r["wall_seconds"] for r in peer.values()),
+            "settings": asdict(settings),
+        }
+        progress(
+            f"    {_brief(rows[PEER], world)}; {rows[PEER]['epochs']} epochs, {rows[PEER]['wall_seconds']:.0f} s"
+        )
+    return {"optimum": data["optimum"], "sizes": sizes, "models": rows}
+
+
+def render_config(model_dir: Path) -> dict[str, Any]:
+    """The rendered model's ModelConfig defaults as a dict (what metrics.json's config holds)."""
+    code = (
+        "import dataclasses, json, sys; from {m}.config import ModelConfig;"
+        "print(json.dumps(dataclasses.asdict(ModelConfig()), default=str))"
+    ).format(m=model_dir.name)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=model_dir, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def _brief(row: dict[str, Any], world: World | ContextWorld) -> str:
+    return ", ".join(
+        f"{o} logloss {row['test'][o]['logloss']:.5f} AUC {row['test'][o]['auc']:.5f}"
+        for o, _ in world.objectives
+    )
+
+
+def _settings_text(settings: DnnSettings) -> str:
+    return (
+        f"embedding {settings.embedding_dim}, MLP {list(settings.hidden_units)}, dropout {settings.dropout},"
+        f" batch norm {settings.batch_norm}, batch {settings.batch_size}, Adam {settings.learning_rate:g},"
+        f" embedding L2 {settings.embedding_regularizer:g}, monitor {settings.monitor}, init std {settings.embedding_init_std:g}"
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = {"train": args.train_examples, "valid": args.eval_examples, "test": args.eval_examples}
-    batch_size = args.batch_size
-    steps_per_epoch = math.ceil(sizes["train"] / batch_size)
     techniques = {"all": available_techniques(), "none": []}.get(args.techniques)
     if techniques is None:
         techniques = [t for t in args.techniques.split(",") if t]
@@ -426,118 +864,182 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for world_name in args.worlds.split(","):
         world = WORLDS[world_name]
-        progress(f"{world.describe()}: writing {sizes} examples")
-        data = write_world(world, sizes, args.seed, workdir / world.name / "data")
-        rows: dict[str, Any] = {}
-        hidden_units: list[int] = []
-        for variant in [None, *techniques]:
-            label = variant or "plain template"
-            spec = spec_for(world, [variant] if variant else [], batch_size, steps_per_epoch)
-            try:
-                try:
-                    model_dir = render(spec, workdir / world.name)
-                except SmtError as error:
-                    if "eval_every" not in str(error):
-                        raise
-                    # A template that validates once per epoch on its own has no eval_every.
-                    del spec["hyperparameters"]["eval_every"]
-                    model_dir = render(spec, workdir / world.name)
-            except SmtError as error:  # a precondition this world does not meet
-                rows[label] = {"n/a": str(error).splitlines()[0]}
-                progress(f"  {label}: n/a ({rows[label]['n/a']})")
-                continue
-            progress(f"  training {label}")
-            saved = train_ours(model_dir, data["paths"], args.max_epochs, steps_per_epoch, args.seed, args.threads)
-            config = saved["config"]
-            if variant is None:
-                hidden_units = [*config["over_arch_layers"], *config["tower_layers"]]
-            rows[label] = {
-                "test": {name: saved["metrics"]["test"][name]["logloss"] for name, _ in world.objectives},
-                "steps": saved["steps"],
-                "best_step": saved.get("best_step"),
-                "wall_seconds": saved["wall_seconds"],
-            }
-        if not args.no_peer:
-            peer: dict[str, Any] = {}
-            for objective, _ in world.objectives:
-                progress(f"  training FuxiCTR DNN on {objective}")
-                peer[objective] = train_peer(
-                    data["paths"], objective, args, hidden_units, batch_size, workdir / world.name / f"peer_{objective}"
-                )
-            rows["FuxiCTR DNN"] = {"test": {o: r["logloss"] for o, r in peer.items()}, "peer": peer}
-        results[world.name] = {"world": world.describe(), "optimum": data["optimum"], "models": rows}
+        seeds = {}
+        for seed in args.seed_list:
+            seeds[str(seed)] = run_world(world, techniques, seed, args, workdir / world.name)
+        results[world.name] = {"world": world.describe(), "sizes": world_sizes(world, args), "seeds": seeds}
     return {
         "command": " ".join(shlex.quote(p) for p in ["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "settings": {**vars(args), "steps_per_epoch": steps_per_epoch},
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "worlds": results,
     }
 
 
+def _mean_sd(values: list[float], digits: int = 5) -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f}±{statistics.stdev(values):.{digits}f}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     s = report["settings"]
+    seeds = s["seed_list"]
+    epochs_text = (
+        "template default epochs" if s["max_epochs"] is None else f"at most {s['max_epochs']} epochs"
+    )
     lines = [
-        "Test logloss vs the Bayes optimum (gap = logloss - Bayes-optimal logloss; % = gap / gap of the constant prediction)",
-        f"  data: {s['train_examples']:,} train / {s['eval_examples']:,} valid / {s['eval_examples']:,} test examples per world;"
-        f" batch {s['batch_size']}, at most {s['max_epochs']} epochs ({s['steps_per_epoch']} steps each), seed {s['seed']}, {s['threads']} thread(s)",
-    ]
+        "Test logloss and AUC vs the Bayes optimum (gap % = (logloss - Bayes) / (constant prediction's logloss - Bayes))",
+        f"  seeds {', '.join(map(str, seeds))}" + (" (mean±sd over seeds)" if len(seeds) > 1 else "")
+        + f"; {epochs_text}; {s['threads']} thread(s)",
+    ]  # fmt: skip
     verdicts = []
     for world in report["worlds"].values():
-        objectives = list(world["optimum"])
-        lines += ["", world["world"]]
-        header = f"  {'model':<24}" + "".join(f"{o + ' logloss':>17}{'gap':>9}{'%':>7}" for o in objectives) + f"{'steps':>7}"
+        runs = list(world["seeds"].values())
+        objectives = list(runs[0]["optimum"])
+        sizes = world["sizes"]
+        lines += [
+            "",
+            world["world"],
+            f"  {sizes['train']:,} train / {sizes['valid']:,} valid / {sizes['test']:,} test examples",
+        ]
+        width = 17 if len(seeds) > 1 else 9
+        header = (
+            f"  {'model':<30}"
+            + "".join(f"{o + ' logloss':>{width}}{'gap %':>7}{'AUC':>{width}}" for o in objectives)
+            + f"{'epochs':>8}{'s':>6}"
+        )
         lines.append(header)
-        optimum = world["optimum"]
+
+        def bound(key: str, o: str) -> list[float]:
+            return [r["optimum"][o][key] for r in runs]
+
+        def share(values: list[float], o: str) -> float:
+            gaps = [
+                (v - r["optimum"][o]["bayes_logloss"])
+                / (r["optimum"][o]["constant_logloss"] - r["optimum"][o]["bayes_logloss"])
+                for v, r in zip(values, runs)
+            ]
+            return 100 * statistics.fmean(gaps)
+
         lines.append(
-            f"  {'Bayes optimum':<24}"
-            + "".join(f"{optimum[o]['bayes_logloss']:>17.5f}{'':>9}{'':>7}" for o in objectives)
+            f"  {'Bayes optimum':<30}"
+            + "".join(
+                f"{_mean_sd(bound('bayes_logloss', o)):>{width}}{'':>7}{_mean_sd(bound('bayes_auc', o)):>{width}}"
+                for o in objectives
+            )
         )
         lines.append(
-            f"  {'constant prediction':<24}"
-            + "".join(f"{optimum[o]['constant_logloss']:>17.5f}{optimum[o]['constant_logloss'] - optimum[o]['bayes_logloss']:>9.5f}{100:>6.0f}%" for o in objectives)
+            f"  {'constant prediction':<30}"
+            + "".join(
+                f"{_mean_sd(bound('constant_logloss', o)):>{width}}{100:>6.0f}%{0.5:>{width}.5f}"
+                for o in objectives
+            )
         )
-        for label, row in world["models"].items():
-            if "n/a" in row:
-                lines.append(f"  {label:<24}  n/a: {row['n/a'][:90]}")
+        labels = list(runs[0]["models"])
+        means: dict[str, dict[str, tuple[float, float]]] = {}
+        for label in labels:
+            rows = [r["models"][label] for r in runs]
+            if any("n/a" in row for row in rows):
+                lines.append(f"  {label:<30}  n/a: {rows[0].get('n/a', '')[:90]}")
                 continue
             cells = ""
+            means[label] = {}
             for o in objectives:
-                gap = row["test"][o] - optimum[o]["bayes_logloss"]
-                share = 100 * gap / (optimum[o]["constant_logloss"] - optimum[o]["bayes_logloss"])
-                cells += f"{row['test'][o]:>17.5f}{gap:>9.5f}{share:>6.1f}%"
-            steps = row.get("steps", "epochs " + "/".join(str(p["epochs"]) for p in row.get("peer", {}).values()))
-            lines.append(f"  {label:<24}{cells} {steps:>6}")
-        models = world["models"]
-        if "FuxiCTR DNN" in models and "test" in models.get("plain template", {}):
-            for o in objectives:
-                ours, peer = models["plain template"]["test"][o], models["FuxiCTR DNN"]["test"][o]
-                verdict = "PASS" if ours <= peer else "FAIL"
-                verdicts.append(f"{world['world'].split(':')[0]} {o}: plain template {ours:.5f} vs FuxiCTR DNN {peer:.5f} ({100 * (ours / peer - 1):+.2f}%): {verdict}")
+                losses = [row["test"][o]["logloss"] for row in rows]
+                aucs = [row["test"][o]["auc"] for row in rows]
+                means[label][o] = (statistics.fmean(losses), statistics.fmean(aucs))
+                cells += f"{_mean_sd(losses):>{width}}{share(losses, o):>6.1f}%{_mean_sd(aucs):>{width}}"
+            epochs = statistics.fmean(row["epochs"] for row in rows)
+            seconds = statistics.fmean(row["wall_seconds"] for row in rows)
+            lines.append(f"  {label:<30}{cells}{epochs:>8.1f}{seconds:>6.0f}")
+        name = world["world"].split(":")[0]
+        if PEER in means:
+            for label in (DEFAULTS, DNN_SETTINGS):
+                if label not in means:
+                    continue
+                for o in objectives:
+                    (ours_loss, ours_auc), (peer_loss, peer_auc) = means[label][o], means[PEER][o]
+                    verdict = "PASS" if ours_loss <= peer_loss and ours_auc >= peer_auc else "FAIL"
+                    verdicts.append(
+                        f"{name} {o}: {label} {ours_loss:.5f} / {ours_auc:.5f} vs {PEER} {peer_loss:.5f} / {peer_auc:.5f}"
+                        f" (logloss {100 * (ours_loss / peer_loss - 1):+.2f}%, AUC {ours_auc - peer_auc:+.5f}): {verdict}"
+                    )
     if verdicts:
-        lines += ["", "plain template at least as good as FuxiCTR's DNN (test logloss):", *("  " + v for v in verdicts)]
+        lines += [
+            "",
+            "plain template at least as good as FuxiCTR's DNN (mean test logloss no higher, AUC no lower):",
+        ]
+        lines += ["  " + v for v in verdicts]
     lines += ["", f"date: {report['date']}", f"machine: {report['machine']}", f"command: {report['command']}"]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one small world (crossed_correlated), 3 epochs: minutes, not an hour")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one small world (crossed_correlated), 3 epochs: minutes, not an hour",
+    )
     parser.add_argument("--worlds", default=",".join(WORLDS), help=f"comma-separated, of {', '.join(WORLDS)}")
-    parser.add_argument("--techniques", default="all", help="all, none (plain template only) or a comma-separated list")
-    parser.add_argument("--train-examples", type=int, default=200_000)
-    parser.add_argument("--eval-examples", type=int, default=50_000, help="examples in each of valid and test")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--techniques", default="all", help="all, none (plain template only) or a comma-separated list"
+    )
+    parser.add_argument(
+        "--ours",
+        default="defaults,dnn",
+        help="the plain template's runs: defaults, dnn (at the DNN's settings) or both",
+    )
+    parser.add_argument(
+        "--train-examples", type=int, help="training rows of every world (default: the world's own; 200,000)"
+    )
+    parser.add_argument(
+        "--eval-examples", type=int, help="rows of each of valid and test (default: the world's own; 50,000)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="batch size of the per-id worlds (ours and the peer)"
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, help="cap on every run's epochs (default: the template's, the peer's 100)"
+    )
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds (each: its own data and initialisation)"
+    )
+    parser.add_argument("--seed", type=int, help="one seed (same as --seeds N)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every training process")
-    parser.add_argument("--peer-embedding-regularizer", type=float, default=1e-5)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--set of every run of ours (ablations)",
+    )
+    parser.add_argument(
+        "--peer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a DNN setting of the peer (ablations)",
+    )
+    parser.add_argument(
+        "--peer-embedding-regularizer",
+        type=float,
+        default=1e-5,
+        help="the peer's embedding L2 on the per-id worlds",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip FuxiCTR's DNN")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
+    args.seed_list = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     if args.quick:
         args.worlds = "crossed_correlated" if args.worlds == ",".join(WORLDS) else args.worlds
         args.train_examples, args.eval_examples, args.max_epochs = 40_000, 10_000, 3
+    unknown = [w for w in args.worlds.split(",") if w not in WORLDS]
+    if unknown or any(v not in VARIANTS for v in args.ours.split(",")):
+        parser.error(f"--worlds of {', '.join(WORLDS)}; --ours of {', '.join(VARIANTS)}")
     import torch
 
     torch.set_num_threads(args.threads)

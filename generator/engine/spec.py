@@ -86,6 +86,7 @@ class Hyperparameters(_Strict):
     embedding_optimizer: Literal["adagrad", "rowwise_adagrad", "sgd", "dense"] | None = None
     embedding_learning_rate: float | None = Field(default=None, gt=0)
     embedding_regularizer: float | None = Field(default=None, ge=0)
+    embedding_init_std: float | None = Field(default=None, gt=0)  # normal init of the tables (unset: uniform)
     net_regularizer: float | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, ge=1)
     seed: int | None = None
@@ -125,6 +126,7 @@ class Hyperparameters(_Strict):
         "weight_decay",
         "embedding_learning_rate",
         "embedding_regularizer",
+        "embedding_init_std",
         "net_regularizer",
         "lr_plateau_factor",
         "unknown_dropout",

@@ -211,6 +211,10 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
         lambda v: _is_number(v) and v >= 0,
         "a number of at least 0",
     ),
+    "embedding_init_std": (
+        lambda v: v is None or _is_number(v) and v > 0,
+        "a number above 0 or null (uniform)",
+    ),
     "net_regularizer": (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
     "seed": (lambda v: _is_int(v), "an integer"),
@@ -237,6 +241,10 @@ HYPERPARAMETERS: dict[str, tuple[typing.Callable[[typing.Any], bool], str]] = {
 }
 
 
+# Hyperparameters that are a float or None (None: a documented fallback).
+OPTIONAL_NUMBERS = ("embedding_learning_rate", "embedding_init_std")
+
+
 def _is_int(value: typing.Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -260,7 +268,7 @@ def _parse_value(key: str, text: str, current: typing.Any) -> typing.Any:
         raise ValueError(f"--set {key}={text}: {key} must be {expected}")
     if isinstance(value, list):
         return tuple(float(v) for v in value) if key == "label_rates" else tuple(value)
-    if isinstance(current, float) or key == "embedding_learning_rate":
+    if isinstance(current, float) or key in OPTIONAL_NUMBERS:
         return None if value is None else float(value)
     return value
 

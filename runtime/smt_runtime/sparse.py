@@ -354,26 +354,34 @@ def format_placements(tables: list[TablePlacement], world_size: int) -> str:
     return "\n".join(lines)
 
 
-def _uniform_rows(seed: int, table_index: int, start: int, stop: int, dim: int, bound: float) -> torch.Tensor:
-    """Rows start..stop of table table_index's initial weights, uniform in [-bound, bound]:
-    drawn in blocks of INIT_BLOCK_ROWS rows, each from its own seeded generator, so a row's
-    values do not depend on which rows a shard holds."""
+def _initial_rows(
+    seed: int, table_index: int, start: int, stop: int, dim: int, bound: float, std: float | None = None
+) -> torch.Tensor:
+    """Rows start..stop of table table_index's initial weights: uniform in [-bound, bound],
+    or normal with standard deviation std when given. Drawn in blocks of INIT_BLOCK_ROWS rows,
+    each from its own seeded generator, so a row's values do not depend on which rows a shard
+    holds."""
     blocks = []
     first_block, last_block = start // INIT_BLOCK_ROWS, (stop - 1) // INIT_BLOCK_ROWS
     for block in range(first_block, last_block + 1):
         generator = torch.Generator().manual_seed(((seed * 1_000_003 + table_index) * 1_000_003 + block) % 2**63)
-        blocks.append(torch.rand(INIT_BLOCK_ROWS, dim, generator=generator, dtype=torch.float32))
+        if std is None:
+            blocks.append(torch.rand(INIT_BLOCK_ROWS, dim, generator=generator, dtype=torch.float32))
+        else:
+            blocks.append(torch.randn(INIT_BLOCK_ROWS, dim, generator=generator, dtype=torch.float32))
     rows = torch.cat(blocks)[start - first_block * INIT_BLOCK_ROWS : stop - first_block * INIT_BLOCK_ROWS]
-    return rows.mul_(2 * bound).sub_(bound)
+    return rows.mul_(2 * bound).sub_(bound) if std is None else rows.mul_(std)
 
 
 @torch.no_grad()
 def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
-    """Set every table's rows uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)]
-    (TorchRec's default range), the same values whether the table is whole or sharded, so
-    one process and N processes start from the same model (a reserved unknown row, past
-    the cardinality, is drawn like the others)."""
+    """Set every table's rows normal with standard deviation config.embedding_init_std, or,
+    when that is None, uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)] (TorchRec's
+    default range); the same values whether the table is whole or sharded, so one process
+    and N processes start from the same model (a reserved unknown row, past the cardinality,
+    is drawn like the others)."""
     index = {feature.name: i for i, feature in enumerate(config.sparse_features)}
+    std = getattr(config, "embedding_init_std", None)  # packages rendered before it have none
     for prefix, collection in collections(module):
         for name, tensor in collection.state_dict().items():
             table = name.split(".")[-2]  # embedding_bags.<table>.weight
@@ -383,10 +391,10 @@ def init_tables(module: nn.Module, config: ModelConfigBase, seed: int) -> None:
                 for piece in tensor.local_shards():
                     row, column = piece.metadata.shard_offsets
                     rows, columns = piece.metadata.shard_sizes
-                    values = _uniform_rows(seed, index[table], row, row + rows, feature.embedding_dim, bound)
+                    values = _initial_rows(seed, index[table], row, row + rows, feature.embedding_dim, bound, std)
                     piece.tensor.copy_(values[:, column : column + columns])
             else:
-                tensor.copy_(_uniform_rows(seed, index[table], 0, feature.num_embeddings, feature.embedding_dim, bound))
+                tensor.copy_(_initial_rows(seed, index[table], 0, feature.num_embeddings, feature.embedding_dim, bound, std))
 
 
 def local_table_bytes(module: nn.Module) -> int:

@@ -100,9 +100,11 @@ class Prepared:
         optimizer: the dense, fused and replicated-table optimizers.
         tables: where every table went (the plan).
         net_parameters: dense weights of two or more dimensions (net_regularizer).
-        dense_tables: tables the dense optimizer trains ("dense" embedding optimizer).
-        pooled: the pooled embeddings of the batch being trained on (B X d_i each), kept
-            for the embedding regularizer of the other optimizers (regularization).
+        dense_tables: the tables held whole on every rank (data_parallel: every table with
+            the "dense" embedding optimizer, and tables FBGEMM cannot hold), whose gradient
+            is dense; the embedding regularizer penalizes them whole (regularization).
+        pooled: the pooled embeddings of the fused tables in the batch being trained on
+            (B X d_i each), kept for the embedding regularizer (regularization).
     """
 
     model: nn.Module
@@ -160,18 +162,27 @@ def prepare(
         replicated=embedding.build(replicated_tables) if embedding.fused and replicated_tables else None,
     )
     model_names = {id(parameter) for parameter in model.parameters()}
+    tables = placements(plan, config, why_replicated(config, sharding, embedding), runtime.world_size)
+    # Fused tables get no gradient outside their kernel: their penalty goes through the pooled
+    # embeddings. Replicated (data_parallel) tables have a dense gradient: penalized whole.
+    fused_features = [table.sharding_type != "data_parallel" for table in tables]
     pooled: list[torch.Tensor] = []
-    if embedding.fused and config.embedding_regularizer > 0:
+    if embedding.fused and config.embedding_regularizer > 0 and any(fused_features):
+
+        def keep_fused(module: nn.Module, _inputs: Any, output: list[torch.Tensor]) -> None:
+            if module.training:
+                pooled.extend(value for value, fused in zip(output, fused_features) if fused)
+
         for holder in table_modules(model):
-            holder.register_forward_hook(lambda _module, _inputs, output: pooled.extend(output) if _module.training else None)
+            holder.register_forward_hook(keep_fused)
     return Prepared(
         model=model,
         loss_fn=loss_fn,
         step_module=step_module,
         optimizer=optimizer,
-        tables=placements(plan, config, why_replicated(config, sharding, embedding), runtime.world_size),
+        tables=tables,
         net_parameters=[p for p in dense if p.dim() >= 2 and id(p) in model_names],
-        dense_tables=[] if embedding.fused else replicated_tables,
+        dense_tables=replicated_tables,
         pooled=pooled,
     )
 
@@ -205,13 +216,15 @@ def regularization(prepared: Prepared, config: ModelConfigBase, device: torch.de
 
     dense: config.net_regularizer / 2 * the sum of squared dense weights (every dense
         parameter of two or more dimensions).
-    embedding: with the "dense" embedding optimizer, config.embedding_regularizer / 2 *
-        the sum of squared weights of every table (as FuxiCTR regularizes embeddings); with
-        the others, config.embedding_regularizer / 2 * the squared norm of every pooled
-        embedding of the batch, divided by the batch size: for a single-valued feature the
-        row it looked up, every time it is looked up (FBGEMM's fused CPU kernels ignore
-        weight decay, so the penalty goes through the loss, and its gradient reaches only
-        those rows); for a multi-valued feature its bag's mean.
+    embedding: config.embedding_regularizer / 2 * the sum of squared weights of every table
+        held data_parallel (every table with the "dense" embedding optimizer, and tables
+        FBGEMM cannot hold), as FuxiCTR regularizes embeddings and as template 0.6.0's
+        replicated Adagrad did through its weight decay; for fused tables,
+        config.embedding_regularizer / 2 * the squared norm of every pooled embedding of the
+        batch, divided by the batch size: for a single-valued feature the row it looked up,
+        every time it is looked up (FBGEMM's fused CPU kernels ignore weight decay, so the
+        penalty goes through the loss, and its gradient reaches only those rows); for a
+        multi-valued feature its bag's mean.
     """
     penalty = torch.zeros((), device=device)
     if config.net_regularizer > 0:

@@ -196,6 +196,30 @@ def test_regularizers_penalize_dense_weights_and_the_tables_the_dense_optimizer_
     assert float(regularization(fused, replace(config, net_regularizer=0.0), CPU)) == 0.0  # until a batch is looked up
 
 
+def test_a_replicated_table_is_penalized_whole_with_a_fused_optimizer(feed_ctr: Any, feed_config: Any) -> None:
+    """A table FBGEMM cannot hold (width 10) is data_parallel even with Adagrad; its gradient is
+    dense, so the embedding regularizer penalizes it whole, as 0.6.0's replicated Adagrad did
+    with its weight decay (the leaderboard DNN's settings rely on it), while the fused tables
+    keep the penalty of the rows a batch looks up."""
+    first, *rest = feed_config.sparse_features
+    config = replace(
+        feed_config,
+        sparse_features=(replace(first, embedding_dim=10), *rest),
+        embedding_regularizer=0.1,
+        net_regularizer=0.0,
+    )
+    prepared = prepare(feed_ctr.train.PARTS, config, start("cpu"))
+    placement = {table.table: table.sharding_type for table in prepared.tables}
+    assert placement[first.name] == "data_parallel" and {placement[f.name] for f in rest} == {"table_wise"}
+    (table,) = prepared.dense_tables
+    assert tuple(table.shape) == (first.num_embeddings, 10)
+    assert float(regularization(prepared, config, CPU)) == pytest.approx(0.05 * float(table.pow(2).sum()), rel=1e-5)
+    batch = random_batch(config, batch_size=32)
+    prepared.model.train()
+    prepared.model(batch.dense, batch.sparse)
+    assert len(prepared.pooled) == len(rest)  # the fused tables' lookups only
+
+
 @pytest.mark.parametrize("embedding_optimizer", ["adagrad", "rowwise_adagrad", "sgd"])
 def test_embedding_regularizer_shrinks_the_rows_a_fused_step_looks_up(feed_ctr: Any, feed_config: Any, embedding_optimizer: str) -> None:
     """FBGEMM's fused CPU kernels ignore weight decay, so the runtime adds embedding_regularizer / 2

@@ -105,6 +105,10 @@ class ModelConfig(ModelConfigBase):
     weight_decay: float = 0.0
     embedding_optimizer: str = "adagrad"
     embedding_learning_rate: float | None = None
+    # Initial table rows: normal with this std (FuxiCTR's 1e-4: every id starts near zero and
+    # learns from its own examples), or (None) uniform in +-1/sqrt(cardinality), whose rows of
+    # small tables start far from zero (smt_runtime.sparse.init_tables).
+    embedding_init_std: float | None = 0.0001
     # L2 penalties (smt_runtime.training.regularization): of the embedding rows a step
     # updates (of whole tables with the "dense" embedding optimizer), and of dense weights.
     embedding_regularizer: float = 0.0
@@ -118,7 +122,7 @@ class ModelConfig(ModelConfigBase):
     # above 0). A validation that does not improve the monitored score ("logloss": the
     # weighted validation logloss, or "auc") multiplies the learning rates by
     # lr_plateau_factor; early_stopping_patience of them in a row stop training.
-    epochs: int = 10
+    epochs: int = 100
     eval_every: int = 0
     monitor: str = "logloss"
     lr_plateau_factor: float = 0.1

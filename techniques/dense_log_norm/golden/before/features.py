@@ -20,8 +20,9 @@ class EmbeddingTables(nn.Module):
 
     A single-valued feature's bag holds one id (sum pooling: the id's row); a
     multi-valued feature's bag is mean-pooled (an empty bag gives zeros). Rows start
-    uniform in [-1/sqrt(cardinality), 1/sqrt(cardinality)], TorchRec's default, drawn
-    the same way however the tables are sharded (smt_runtime.sparse.init_tables).
+    normal with standard deviation config.embedding_init_std (uniform in
+    [-1/sqrt(cardinality), 1/sqrt(cardinality)] when it is None), drawn the same way
+    however the tables are sharded (smt_runtime.sparse.init_tables).
     Before the lookup, UnknownIds sends ids rarer than config.min_count in the training
     split (and ids outside the cardinality) to their feature's unknown row, a learned
     row: the spec's unknown id, or one more row at the end of the table.
